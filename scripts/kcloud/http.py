@@ -1,0 +1,170 @@
+"""One HTTP client for every provider: timeouts, retries, client-side rate limits, typed errors.
+
+The retry policy is data (a urllib3 Retry built from the provider's data file), not loops.
+Idempotent requests retry on 429, 5xx and connection errors; a POST retries only on 429,
+which the server answers before doing anything, so a launch is never sent twice.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from kcloud import errors
+from kcloud.redact import redact
+
+log = logging.getLogger("kcloud.http")
+USER_AGENT = "kcloud/0.1"
+
+
+class RetryPolicy(Retry):
+    """urllib3 Retry that also retries 429 on non-idempotent methods (nothing was done)."""
+
+    def is_retry(self, method, status_code, has_retry_after=False):
+        if status_code == 429:
+            return bool(self.total)
+        return super().is_retry(method, status_code, has_retry_after)
+
+
+class RateLimiter:
+    """Token bucket: `rate` requests per second with bursts up to `burst`. Thread-safe."""
+
+    def __init__(self, rate: float, burst: float = 1.0):
+        self.rate, self.burst = rate, burst
+        self._tokens, self._stamp = burst, time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for a token; return how long we waited."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait:
+            time.sleep(wait)
+        return wait
+
+
+@dataclass
+class HttpPolicy:
+    """A provider's HTTP behaviour, read from its data file (`http:` section)."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retries: int = 5
+    backoff_factor: float = 1.0
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.5
+    rate_limits: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> "HttpPolicy":
+        policy = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        # Knobs for tests and benchmarks against the emulator; documented in README.
+        if os.environ.get("KCLOUD_HTTP_BACKOFF"):
+            policy.backoff_factor = float(os.environ["KCLOUD_HTTP_BACKOFF"])
+            policy.backoff_jitter = min(policy.backoff_jitter, policy.backoff_factor)
+        if os.environ.get("KCLOUD_CLIENT_RATE_LIMITS", "on") == "off":
+            policy.rate_limits = {}
+        return policy
+
+    def retry(self) -> Retry:
+        return RetryPolicy(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            backoff_factor=self.backoff_factor,
+            backoff_max=self.backoff_max,
+            backoff_jitter=self.backoff_jitter,
+            status_forcelist=(429, 500, 502, 503, 504),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+
+
+ErrorMapper = Callable[[requests.Response, str], errors.ApiError]
+
+
+class ApiClient:
+    """A provider's base URL + Session + policy. Providers call `.call()` and get JSON or text."""
+
+    def __init__(self, provider: str, base_url: str, policy: HttpPolicy, map_error: ErrorMapper,
+                 auth: requests.auth.AuthBase | None = None):
+        self.provider, self.base_url = provider, base_url.rstrip("/")
+        self.policy, self.map_error, self.auth = policy, map_error, auth
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(max_retries=policy.retry(), pool_maxsize=8)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.limiters = {name: RateLimiter(lim.get("per_second") or 1.0 / lim["interval_s"], lim.get("burst", 1))
+                         for name, lim in policy.rate_limits.items()}
+        self.requests_sent = 0
+        self._count_lock = threading.Lock()
+
+    def call(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None,
+             data: dict | None = None, kind: str = "general", auth: Any = "default",
+             expect: str = "json") -> Any:
+        """Send one request (after the rate limiters allow it) and decode the answer.
+
+        `kind` names the extra limiter this request also needs (e.g. "launch").
+        `expect` is "json", "text" (plain-text ids) or "none".
+        """
+        for name in {"general", kind}:
+            if name in self.limiters:
+                self.limiters[name].acquire()
+        url = self.base_url + path
+        with self._count_lock:
+            self.requests_sent += 1
+        try:
+            resp = self.session.request(
+                method, url, json=json_body, params=params, data=data,
+                auth=self.auth if auth == "default" else auth,
+                timeout=(self.policy.connect_timeout, self.policy.read_timeout))
+        except requests.exceptions.ConnectionError as exc:
+            raise errors.TransientError(f"{self.provider} API unreachable at {self.base_url} ({_reason(exc)})",
+                                        provider=self.provider,
+                                        hint="check the network or the API URL override") from None
+        except requests.exceptions.Timeout:
+            raise errors.TransientError(f"{self.provider}: {method} {path} timed out",
+                                        provider=self.provider) from None
+        log.debug("%s %s -> %s", method, redact(url), resp.status_code)
+        if resp.status_code >= 400:
+            raise self.map_error(resp, f"{method} {path}")
+        if expect == "none":
+            return None
+        if expect == "text":
+            return resp.text.strip().strip('"')
+        try:
+            return resp.json()
+        except ValueError:
+            raise errors.TransientError(
+                f"{self.provider}: malformed answer to {method} {path} (not JSON: {resp.text[:60]!r})",
+                provider=self.provider) from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out", "Max retries exceeded"):
+        if marker in text:
+            return marker.lower()
+    return text[:80]
+
+
+def error_body(resp: requests.Response) -> Any:
+    """The decoded error body, or None when it is not JSON (Lambda's edge 429, proxies)."""
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+

@@ -1,0 +1,82 @@
+"""The provider contract (after SkyPilot's sky/provision): the same few calls for every cloud.
+
+A provider is one module in this package plus one data file in kcloud/data/. Nothing
+outside those two files knows a provider's URLs, envelopes, status names or error codes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from kcloud.catalog import Catalog, Image
+
+
+@dataclass(frozen=True)
+class SshKey:
+    id: str
+    name: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    instance_type: str
+    region: str
+    name: str                 # unique per project: <prefix>-<host>, <= 64 chars
+    ssh_key_name: str
+    ssh_key_id: str
+    image: str = ""           # provider image id/family; "" = the provider's default
+    user_data: str = ""
+
+
+# Normalized instance states; providers map their own names onto these.
+PENDING, ACTIVE, FAILED, TERMINATING, TERMINATED = "pending", "active", "failed", "terminating", "terminated"
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    name: str
+    instance_type: str
+    region: str
+    state: str                # one of the normalized states above
+    status: str               # the provider's own word, for display
+    ip: str | None
+    price_per_hour: float
+    created_at: str = ""      # ISO 8601, "" when the API does not say
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+class Provider(Protocol):
+    name: str                 # "lambdalabs"
+    title: str                # "Lambda Cloud"
+    login_user: str           # user the images log in as
+
+    def catalog(self) -> Catalog:
+        """Types, prices, regions, capacity and images, in as few requests as the API allows."""
+
+    def capacity(self) -> dict[str, tuple[str, ...]]:
+        """Fresh capacity only (type -> regions), for launch-time decisions."""
+
+    def images(self) -> list[Image]: ...
+
+    def ssh_keys(self) -> list[SshKey]: ...
+
+    def add_ssh_key(self, name: str, public_key: str) -> SshKey: ...
+
+    def delete_ssh_key(self, key_id: str) -> None:
+        """Idempotent: a key that is already gone is not an error."""
+
+    def launch(self, request: LaunchRequest) -> str:
+        """Launch one instance; return its id. Raises CapacityError etc. (kcloud.errors)."""
+
+    def instances(self, name_prefix: str | None = None) -> list[Instance]: ...
+
+    def instance(self, instance_id: str) -> Instance:
+        """Raises NotFound when the instance no longer exists."""
+
+    def terminate(self, instance_ids: list[str]) -> None:
+        """Idempotent: ids that are already gone are not an error."""
+
+    @property
+    def requests_sent(self) -> int: ...

@@ -1,0 +1,226 @@
+"""DataCrunch / Verda public API v1 (shared/reference/api-contracts.md section 2).
+
+OAuth2 client credentials (refresh before expiry, fall back to a new grant); bare JSON
+answers, plain-text ids from creates, flat errors `{"code", "message"}`; no capacity is
+a 503 whose message says "Not enough resources".
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from kcloud import errors, redact
+from kcloud.catalog import Catalog, Image, InstanceType
+from kcloud.http import ApiClient, error_body
+from kcloud.providers import ProviderBase, snapshot
+from kcloud.providers.base import (ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance,
+                                   LaunchRequest, SshKey)
+
+STATES = {"new": PENDING, "ordered": PENDING, "provisioning": PENDING, "validating": PENDING,
+          "pending": PENDING, "starting": PENDING, "running": ACTIVE, "deleting": TERMINATING,
+          "deleted": TERMINATED, "discontinued": TERMINATED, "notfound": TERMINATED,
+          "not_found": TERMINATED}           # offline, error, no_capacity, unknown -> FAILED
+
+ERRORS = {"unauthorized_request": errors.AuthError, "forbidden_action": errors.AuthError,
+          "insufficient_funds": errors.QuotaError, "not_found": errors.NotFound,
+          "server_error": errors.TransientError}
+
+REFRESH_MARGIN_S = 30   # like the Go SDK: refresh 30 s before the token expires
+
+
+def map_error(resp: requests.Response, what: str) -> errors.ApiError:
+    body = error_body(resp)
+    code = body.get("code", "") if isinstance(body, dict) else ""
+    message = (body.get("message") if isinstance(body, dict) else None) or resp.reason or ""
+    if "not enough resources" in message.lower():
+        cls = errors.CapacityError
+    elif resp.status_code == 429:
+        cls = errors.RateLimited
+    elif code in ERRORS:
+        cls = ERRORS[code]
+    elif resp.status_code in (401, 403):
+        cls = errors.AuthError
+    elif resp.status_code == 402:
+        cls = errors.QuotaError
+    elif resp.status_code == 404:
+        cls = errors.NotFound
+    elif resp.status_code >= 500 or body is None:
+        cls = errors.TransientError
+    elif "image" in message.lower():
+        cls = errors.ImageNotSupported
+    else:
+        cls = errors.InvalidRequest
+    detail = f"{code}: {message}" if code else f"HTTP {resp.status_code} {message}"
+    return cls(f"datacrunch: {what}: {detail}", provider="datacrunch")
+
+
+class _OAuth(requests.auth.AuthBase):
+    """Client-credentials token, refreshed before expiry; one retry after a 401."""
+
+    def __init__(self, provider: "Client"):
+        self.provider = provider
+        self.lock = threading.Lock()
+        self.access = self.refresh = None
+        self.expires = 0.0
+
+    def _grant(self, body: dict) -> None:
+        answer = self.provider.api.call("POST", "/oauth2/token", json_body=body, auth=None)
+        try:
+            self.access, self.refresh = answer["access_token"], answer.get("refresh_token")
+            self.expires = time.monotonic() + float(answer.get("expires_in", 3600))
+        except (KeyError, TypeError, ValueError):
+            raise errors.TransientError("datacrunch: malformed answer to POST /oauth2/token",
+                                        provider="datacrunch") from None
+        redact.register(self.access)
+        redact.register(self.refresh)
+
+    def token(self, force: bool = False) -> str:
+        with self.lock:
+            if not force and self.access and time.monotonic() < self.expires - REFRESH_MARGIN_S:
+                return self.access
+            creds = self.provider.credentials()
+            if self.refresh:
+                try:
+                    self._grant({"grant_type": "refresh_token", "refresh_token": self.refresh})
+                    return self.access
+                except (errors.AuthError, errors.InvalidRequest):
+                    self.refresh = None     # expired refresh token: start over
+            try:
+                self._grant({"grant_type": "client_credentials", "client_id": creds["client_id"],
+                             "client_secret": creds["client_secret"]})
+            except errors.AuthError:
+                raise errors.AuthError("datacrunch: client id or client secret rejected by POST /oauth2/token",
+                                       hint="check ~/.datacrunch/credentials or create new API credentials",
+                                       provider="datacrunch") from None
+            return self.access
+
+    def __call__(self, r):
+        r.headers["Authorization"] = f"Bearer {self.token()}"
+        r.register_hook("response", self._retry_401)
+        return r
+
+    def _retry_401(self, resp, **kwargs):
+        if resp.status_code != 401 or getattr(resp.request, "_kcloud_retried", False):
+            return resp
+        again = resp.request.copy()
+        again._kcloud_retried = True
+        again.headers["Authorization"] = f"Bearer {self.token(force=True)}"
+        resp.content  # release the connection before reusing it
+        return resp.connection.send(again, **kwargs)
+
+
+class Client(ProviderBase):
+    def make_client(self) -> ApiClient:
+        self.oauth = _OAuth(self)
+        return ApiClient(self.name, self.base_url, self.policy, map_error, auth=self.oauth)
+
+    def _get(self, path: str, params: dict | None = None):
+        return self.api.call("GET", path, params=params)
+
+    # -- catalog --------------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        self.api.auth.token()   # one token first, then the independent reads in parallel
+        with ThreadPoolExecutor(4) as pool:
+            types_f = pool.submit(self._get, "/instance-types", {"currency": "usd"})
+            cap_f = pool.submit(self.capacity)
+            loc_f = pool.submit(self._get, "/locations")
+            img_f = pool.submit(self.images)
+            raw_types, capacity, locations, images = (f.result() for f in (types_f, cap_f, loc_f, img_f))
+        try:
+            types = {t["instance_type"]: _instance_type(t) for t in raw_types}
+            regions = {loc["code"]: loc.get("name", loc["code"]) for loc in locations}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise errors.TransientError(f"datacrunch: malformed catalog answer ({exc!r})",
+                                        provider=self.name) from None
+        return Catalog(self.name, types, regions or dict(snapshot(self.name).regions), capacity, images)
+
+    def capacity(self) -> dict[str, tuple[str, ...]]:
+        answer = self._get("/instance-availability", {"is_spot": "false"})
+        by_type: dict[str, list[str]] = {}
+        try:
+            for loc in answer:
+                for t in loc["availabilities"]:
+                    by_type.setdefault(t, []).append(loc["location_code"])
+        except (KeyError, TypeError) as exc:
+            raise errors.TransientError(f"datacrunch: malformed answer to GET /instance-availability ({exc!r})",
+                                        provider=self.name) from None
+        return {t: tuple(r) for t, r in by_type.items()}
+
+    def images(self) -> list[Image]:
+        return [Image(id=i["image_type"], name=i.get("name", i["image_type"]),
+                      family=" ".join(i.get("details", [])[:1])) for i in self._get("/images")]
+
+    # -- ssh keys ---------------------------------------------------------------------
+    def ssh_keys(self) -> list[SshKey]:
+        return [SshKey(k["id"], k["name"], k.get("key", "")) for k in self._get("/sshkeys")]
+
+    def add_ssh_key(self, name: str, public_key: str) -> SshKey:
+        key_id = self.api.call("POST", "/sshkeys", json_body={"name": name, "key": public_key}, expect="text")
+        return SshKey(key_id, name, public_key)
+
+    def delete_ssh_key(self, key_id: str) -> None:
+        try:
+            self.api.call("DELETE", f"/sshkeys/{key_id}", expect="none")
+        except errors.NotFound:
+            pass
+
+    # -- instances --------------------------------------------------------------------
+    def launch(self, request: LaunchRequest) -> str:
+        body = {"instance_type": request.instance_type,
+                "image": request.image or self.data["default_image"],
+                "ssh_key_ids": [request.ssh_key_id], "hostname": request.name,
+                "description": request.name, "location_code": request.region,
+                "is_spot": False, "contract": "PAY_AS_YOU_GO", "pricing": "FIXED_PRICE"}
+        return self.api.call("POST", "/instances", json_body=body, kind="launch", expect="text")
+
+    def _instance(self, i: dict) -> Instance:
+        status = i.get("status", "")
+        return Instance(id=i["id"], name=i.get("hostname", ""), instance_type=i.get("instance_type", ""),
+                        region=i.get("location", ""), state=STATES.get(status, FAILED), status=status,
+                        ip=i.get("ip"), price_per_hour=float(i.get("price_per_hour") or 0),
+                        created_at=i.get("created_at", ""))
+
+    def instances(self, name_prefix: str | None = None) -> list[Instance]:
+        found = [self._instance(i) for i in self._get("/instances")]
+        return [i for i in found if not name_prefix or i.name.startswith(name_prefix)]
+
+    def instance(self, instance_id: str) -> Instance:
+        return self._instance(self._get(f"/instances/{instance_id}"))
+
+    def terminate(self, instance_ids: list[str]) -> None:
+        if not instance_ids:
+            return
+        try:
+            answer = self.api.call("PUT", "/instances", expect="text",
+                                   json_body={"action": "delete", "id": list(instance_ids), "volume_ids": None})
+        except errors.NotFound:
+            return
+        _check_action_results(answer)
+
+
+def _check_action_results(text: str) -> None:
+    """A 202/207 body lists per-instance results; 'not found' counts as already deleted."""
+    try:
+        results = json.loads(text) if text else []
+    except ValueError:
+        return
+    failed = [r for r in results if isinstance(r, dict) and r.get("status") == "error"
+              and r.get("statusCode") != 404]
+    if failed:
+        raise errors.TransientError(
+            "datacrunch: delete failed for " + ", ".join(f"{r.get('instanceId')} ({r.get('error')})" for r in failed),
+            provider="datacrunch")
+
+
+def _instance_type(t: dict) -> InstanceType:
+    gpu, gpu_mem = t.get("gpu") or {}, t.get("gpu_memory") or {}
+    return InstanceType(name=t["instance_type"], gpu=t.get("name") or t.get("model", ""),
+                        gpu_count=int(gpu.get("number_of_gpus", 0)),
+                        gpu_memory_gb=int(gpu_mem.get("size_in_gigabytes", 0)),
+                        vcpus=int((t.get("cpu") or {}).get("number_of_cores", 0)),
+                        memory_gb=int((t.get("memory") or {}).get("size_in_gigabytes", 0)),
+                        price_per_hour=float(t["price_per_hour"]), description=t.get("description", ""))
