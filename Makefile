@@ -1,0 +1,105 @@
+# kcloud: GPU machines from clouds that are usually sold out.
+# Thin by design: every target calls scripts/kcloud. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+KCLOUD := scripts/kcloud
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP := $(VENV)/.test-installed
+# Command-line settings carried into .config by `make defconfig-*` (kdevops spelling).
+SETS := $(if $(KDEVOPS_HOSTS_PREFIX),--set KDEVOPS_HOSTS_PREFIX=$(KDEVOPS_HOSTS_PREFIX)) \
+        $(if $(KNLP),--set WORKFLOW_KNLP=y)
+VERBOSE := $(if $(filter 1,$(V)),--debug)
+
+.DEFAULT_GOAL := all
+.PHONY: all help deps system-deps test demo bench cloud-config cloud-config-lambdalabs \
+        cloud-config-datacrunch clean-cloud-config menuconfig olddefconfig savedefconfig \
+        defconfigs bringup destroy status cloud-list-all clean mrproper \
+        lambdalabs-ssh-list lambdalabs-ssh-setup lambdalabs-ssh-clean \
+        datacrunch-ssh-list datacrunch-ssh-setup datacrunch-ssh-clean
+
+all: deps ## Install what kcloud needs; with a .config, also prepare the SSH key
+	@if [ -f .config ]; then $(KCLOUD) $(VERBOSE) ssh-key ensure; fi
+
+help: ## This list
+	@echo "kcloud targets:"
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+		awk -F'\t' '{printf "  %-28s %s\n", $$1, $$2}'
+	@echo "  defconfig-<name>             Load defconfigs/<name>; available:"
+	@ls defconfigs | sed 's/^/                                 /'
+	@echo "Variables: V=1 (log HTTP), AV=1..4 (Ansible verbosity), KDEVOPS_HOSTS_PREFIX=, KNLP=1,"
+	@echo "           TERRAFORM=/path/to/terraform-or-tofu"
+
+$(RUNTIME_STAMP): requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing runtime dependencies into $(VENV) ..."
+	@$(VENV)/bin/pip install -q -r requirements.txt
+	@touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
+	@echo "Installing test dependencies into $(VENV) ..."
+	@$(VENV)/bin/pip install -q -r requirements-test.txt
+	@touch $@
+
+deps: $(RUNTIME_STAMP) ## Create .venv from the pinned requirements
+
+system-deps: ## Install Debian packages kcloud runs (openssh-server for the emulator)
+	@scripts/install-system-deps
+
+test: $(TEST_STAMP) system-deps ## Run the whole test suite
+	@$(VENV)/bin/python -m pytest -q tests
+
+demo: deps system-deps ## The main job end to end on the bundled emulator
+	@$(KCLOUD) $(VERBOSE) demo
+
+bench: $(TEST_STAMP) ## Benchmarks: cloud-config latency, defconfig time, launch race
+	@$(KCLOUD) $(VERBOSE) bench
+
+cloud-config: deps ## Refresh Kconfig fragments from both providers' live APIs
+	@$(KCLOUD) $(VERBOSE) cloud-config
+
+cloud-config-%: deps ## Refresh one provider's fragments (lambdalabs, datacrunch)
+	@$(KCLOUD) $(VERBOSE) cloud-config --provider $*
+
+clean-cloud-config: deps ## Remove generated fragments (shipped defaults apply again)
+	@$(KCLOUD) clean-cloud-config
+
+menuconfig: deps ## Interactive configuration (kconfiglib)
+	@$(KCLOUD) menuconfig
+
+olddefconfig: deps ## Update .config to the current Kconfig, new symbols at defaults
+	@$(KCLOUD) olddefconfig
+
+savedefconfig: deps ## Write the minimal defconfig of .config to ./defconfig
+	@$(KCLOUD) savedefconfig
+
+defconfig-%: deps ## Load defconfigs/<name> into .config
+	@$(KCLOUD) defconfig $* $(SETS)
+
+bringup: deps ## Provision per .config (with failover) and prepare the hosts
+	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity $(AV))
+
+destroy: deps ## Tear down everything this directory launched (idempotent)
+	@$(KCLOUD) $(VERBOSE) destroy
+
+status: deps ## This directory's instances: type, region, status, uptime, cost
+	@$(KCLOUD) $(VERBOSE) status
+
+cloud-list-all: status
+
+lambdalabs-ssh-list datacrunch-ssh-list: deps ## List SSH keys in the account
+	@$(KCLOUD) $(subst -ssh-list,,$@) ssh-keys list
+
+lambdalabs-ssh-setup datacrunch-ssh-setup: deps ## Create and upload this directory's SSH key
+	@$(KCLOUD) ssh-key setup --provider $(subst -ssh-setup,,$@)
+
+lambdalabs-ssh-clean datacrunch-ssh-clean: deps ## Remove this directory's SSH key from the account
+	@$(KCLOUD) ssh-key clean --provider $(subst -ssh-clean,,$@)
+
+clean: ## Remove generated files (keeps .config and terraform state)
+	@rm -f kconfigs/*.generated terraform/*/kconfigs/*.generated extra_vars.yaml
+	@find . -name __pycache__ -prune -exec rm -rf {} +
+
+mrproper: clean ## Also remove .config and .venv (refuses while instances are journalled)
+	@if [ -s .kcloud/journal.jsonl ] && [ -x $(VENV)/bin/python ]; then $(KCLOUD) destroy --check-clean; fi
+	@rm -rf .config .config.old $(VENV)

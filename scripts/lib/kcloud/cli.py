@@ -1,0 +1,287 @@
+"""`kcloud`: the one command line. The seed-documented scripts are symlinks to scripts/kcloud,
+dispatched here by the name they were called with (see ALIASES).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+from kcloud import errors, providers, tiers
+from kcloud.redact import redact
+
+# script name -> the kcloud arguments it stands for
+ALIASES = {
+    "lambda-cli": ["lambdalabs"],
+    "generate_cloud_configs.py": ["cloud-config"],
+}
+for _p in providers.names():
+    ALIASES.update({
+        f"{_p}_check_capacity.py": [_p, "check-capacity"],
+        f"{_p}_select_tier.py": [_p, "select-tier"],
+        f"{_p}_smart_inference.py": [_p, "smart-select"],
+        f"{_p}_ssh_keys.py": [_p, "ssh-keys"],
+        f"{_p}_list_instances.py": [_p, "list-instances"],
+        f"{_p}_credentials.py": [_p, "credentials"],
+    })
+
+# Modules that add top-level subcommands: each has register(subparsers).
+COMMAND_MODULES = ["kcloud.kconfig.commands", "kcloud.bringup.commands", "kcloud.bench"]
+
+
+def _out(args, obj, text_lines):
+    if getattr(args, "output", "text") == "json" or getattr(args, "json", False):
+        print(json.dumps(obj, indent=2))
+    else:
+        print("\n".join(text_lines))
+
+
+def _client(args):
+    return providers.get(args.provider)
+
+
+# -- provider commands ------------------------------------------------------------------
+def cmd_instance_types(args) -> int:
+    p = _client(args)
+    cat = p.catalog()
+    rows = []
+    for t in sorted(cat.types.values(), key=lambda t: (t.price_per_hour, t.name)):
+        regions = cat.available_regions(t.name)
+        if args.region:
+            regions = tuple(r for r in regions if r == args.region)
+        if args.available_only and not regions:
+            continue
+        rows.append({"name": t.name, "gpu": t.gpu, "gpus": t.gpu_count, "gpu_memory_gb": t.gpu_memory_gb,
+                     "vcpus": t.vcpus, "memory_gb": t.memory_gb, "price_per_hour": t.price_per_hour,
+                     "regions_with_capacity": list(regions)})
+    lines = [f"{'TYPE':26} {'GPU':26} {'$/h':>7}  REGIONS WITH CAPACITY"]
+    lines += [f"{r['name']:26} {r['gpu'][:26]:26} {r['price_per_hour']:7.2f}  "
+              f"{', '.join(r['regions_with_capacity']) or '-'}" for r in rows]
+    _out(args, rows, lines)
+    return 0
+
+
+def cmd_pricing(args) -> int:
+    cat = _client(args).catalog()
+    rows = [{"name": t.name, "price_per_hour": t.price_per_hour, "gpus": t.gpu_count,
+             "price_per_gpu_hour": round(t.price_per_hour / t.gpu_count, 4) if t.gpu_count else None}
+            for t in sorted(cat.types.values(), key=lambda t: (t.price_per_hour, t.name))]
+    lines = [f"{'TYPE':26} {'$/h':>8} {'$/GPU/h':>8}"]
+    lines += [f"{r['name']:26} {r['price_per_hour']:8.2f} "
+              f"{r['price_per_gpu_hour'] if r['price_per_gpu_hour'] is not None else '-':>8}" for r in rows]
+    _out(args, rows, lines)
+    return 0
+
+
+def cmd_check_capacity(args) -> int:
+    cat = _client(args).catalog()
+    names = [args.instance_type] if args.instance_type else sorted(cat.types)
+    if args.instance_type and args.instance_type not in cat.types:
+        raise errors.ConfigError(f"{args.provider}: unknown instance type '{args.instance_type}'",
+                                 hint=f"list them with: scripts/kcloud {args.provider} instance-types list")
+    rows = [{"instance_type": n, "available": bool(cat.available_regions(n)),
+             "regions": list(cat.available_regions(n)), "price_per_hour": cat.types[n].price_per_hour}
+            for n in names]
+    lines = [f"{r['instance_type']}: " + (f"\u2713 available in {', '.join(r['regions'])}"
+                                          if r["available"] else "\u2717 not available") for r in rows]
+    _out(args, rows[0] if args.instance_type else rows, lines)
+    return 0 if not args.instance_type or rows[0]["available"] else 1
+
+
+def _select(args, selection) -> int:
+    plan = tiers.plan(args.provider, selection, _client(args).catalog())
+    if args.verbose:
+        print("\n".join(tiers.trace(plan)))
+    if not plan.candidates:
+        print(f"error: {tiers.no_capacity_advice(plan)}", file=sys.stderr)
+        return 1
+    first = plan.candidates[0]
+    if getattr(args, "json", False):
+        print(json.dumps({"instance_type": first.instance_type, "region": first.region, "tier": first.tier,
+                          "price_per_hour": first.price,
+                          "candidates": [c.__dict__ for c in plan.candidates]}, indent=2))
+    else:
+        print(f"{first.instance_type} {first.region}")
+    return 0
+
+
+def cmd_select_tier(args) -> int:
+    if args.list_tiers:
+        for name, help_text, tier_names in tiers.list_groups(args.provider):
+            print(f"{name:20} {help_text}\n{'':20} {' > '.join(tier_names)}")
+        return 0
+    if not args.group:
+        raise errors.ConfigError("select-tier needs a tier group", hint="see --list-tiers")
+    selection = tiers.parse(args.provider, args.group, args.region or "")
+    if selection.kind == tiers.EXPLICIT:
+        groups = ", ".join(g[0] for g in tiers.list_groups(args.provider))
+        raise errors.ConfigError(f"{args.provider}: unknown tier group '{args.group}'", hint=f"tier groups: {groups}")
+    return _select(args, selection)
+
+
+def cmd_smart_select(args) -> int:
+    return _select(args, tiers.Selection(tiers.CHEAPEST, region=args.region or ""))
+
+
+def cmd_ssh_keys(args) -> int:
+    p = _client(args)
+    if args.action == "list":
+        keys = p.ssh_keys()
+        _out(args, [k.__dict__ for k in keys], [f"{k.id:36} {k.name}" for k in keys] or ["(no SSH keys)"])
+    elif args.action == "add":
+        if not args.name or not args.file:
+            raise errors.ConfigError("usage: ssh-keys add NAME PUBLIC_KEY_FILE")
+        with open(os.path.expanduser(args.file)) as f:
+            key = p.add_ssh_key(args.name, f.read().strip())
+        print(f"added SSH key {key.name} ({key.id})")
+    else:
+        if not args.name:
+            raise errors.ConfigError("usage: ssh-keys delete NAME_OR_ID")
+        match = [k for k in p.ssh_keys() if args.name in (k.id, k.name)]
+        if not match:
+            raise errors.NotFound(f"{args.provider}: no SSH key named or with id '{args.name}'")
+        for k in match:
+            p.delete_ssh_key(k.id)
+            print(f"deleted SSH key {k.name} ({k.id})")
+    return 0
+
+
+def cmd_list_instances(args) -> int:
+    found = _client(args).instances(args.prefix)
+    rows = [{k: v for k, v in i.__dict__.items() if k != "extra"} for i in found]
+    lines = [f"{'ID':34} {'NAME':24} {'TYPE':22} {'REGION':16} {'STATUS':12} IP"]
+    lines += [f"{i.id:34} {i.name[:24]:24} {i.instance_type:22} {i.region:16} {i.status:12} {i.ip or '-'}"
+              for i in found]
+    _out(args, rows, lines if found else ["(no instances)"])
+    return 0
+
+
+def cmd_credentials(args) -> int:
+    from kcloud import credentials
+    spec = providers.credential_spec(args.provider)
+    if args.action == "path":
+        print(spec.path)
+        return 0
+    if args.action == "set":
+        values = dict(zip(spec.fields, args.values))
+        missing = [f for f in spec.fields if f not in values]
+        for field in missing:       # prompt (or read stdin) so secrets need not be on the command line
+            values[field] = _ask(field, secret=field in spec.secrets)
+        path = credentials.store(spec, values, args.profile)
+        print(f"wrote {path} (mode 0600)")
+        return 0
+    creds = credentials.load(spec, args.profile)   # check: file readable, fields present...
+    p = providers.get(args.provider, profile=args.profile)
+    p.ssh_keys()                                   # ...and accepted by the API
+    print(f"{args.provider}: credentials OK ({', '.join(creds)}) at {p.base_url}")
+    return 0
+
+
+def _ask(field: str, secret: bool) -> str:
+    import getpass
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"{field}: ") if secret else input(f"{field}: ")
+    else:
+        value = sys.stdin.readline()
+    if not value.strip():
+        raise errors.CredentialsError(f"no {field} given")
+    return value.strip()
+
+
+def _provider_parser(sub, name: str):
+    pp = sub.add_parser(name, help=f"{providers.data(name)['title']} commands")
+    pp.add_argument("--output", choices=["text", "json"], default="text")
+    pp.set_defaults(provider=name)
+    ps = pp.add_subparsers(dest="command", required=True)
+
+    it = ps.add_parser("instance-types", help="instance types with price and capacity")
+    it.add_argument("verb", choices=["list"])
+    it.add_argument("--available-only", action="store_true")
+    it.add_argument("--region")
+    it.set_defaults(func=cmd_instance_types)
+
+    pr = ps.add_parser("pricing", help="prices per hour and per GPU hour")
+    pr.add_argument("verb", choices=["list"])
+    pr.set_defaults(func=cmd_pricing)
+
+    cc = ps.add_parser("check-capacity", help="which types have capacity, where")
+    cc.add_argument("--instance-type")
+    cc.add_argument("--json", action="store_true")
+    cc.set_defaults(func=cmd_check_capacity)
+
+    for cmd, func, help_text in (("select-tier", cmd_select_tier, "best available type of a tier group"),
+                                 ("smart-select", cmd_smart_select, "cheapest available GPU type")):
+        st = ps.add_parser(cmd, help=help_text)
+        if cmd == "select-tier":
+            st.add_argument("group", nargs="?")
+            st.add_argument("--list-tiers", action="store_true")
+        else:
+            st.add_argument("--mode", choices=["cheapest"], default="cheapest")
+        st.add_argument("--region")
+        st.add_argument("--verbose", "-v", action="store_true")
+        st.add_argument("--json", action="store_true")
+        st.set_defaults(func=func)
+
+    sk = ps.add_parser("ssh-keys", help="list, add or delete SSH keys in the account")
+    sk.add_argument("action", choices=["list", "add", "delete"])
+    sk.add_argument("name", nargs="?")
+    sk.add_argument("file", nargs="?")
+    sk.set_defaults(func=cmd_ssh_keys)
+
+    li = ps.add_parser("list-instances", help="instances in the account")
+    li.add_argument("--prefix", help="only names starting with this")
+    li.set_defaults(func=cmd_list_instances)
+
+    cr = ps.add_parser("credentials", help="set, check or locate the credentials file")
+    cr.add_argument("action", choices=["set", "check", "path"])
+    cr.add_argument("values", nargs="*", help="field values in order; prompted (or read from stdin) if missing")
+    cr.add_argument("--profile", default="default")
+    cr.set_defaults(func=cmd_credentials)
+    return ps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kcloud", description="GPU machines from clouds that are usually sold out")
+    parser.add_argument("-v", "--debug", action="store_true", help="log every HTTP request (redacted)")
+    sub = parser.add_subparsers(dest="top", required=True)
+    for name in providers.names():
+        ps = _provider_parser(sub, name)
+        try:
+            from kcloud.kconfig import commands as kc
+            kc.register_provider(ps, name)     # generate-kconfig
+        except ImportError:
+            pass
+    em = sub.add_parser("emulator", help="serve both provider APIs on 127.0.0.1 (see scenarios)", add_help=False)
+    em.add_argument("rest", nargs=argparse.REMAINDER)
+    em.set_defaults(func=lambda a: importlib.import_module("kcloud.emulator").main(a.rest))
+    for module in COMMAND_MODULES:
+        try:
+            importlib.import_module(module).register(sub)
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ALIASES.get(os.path.basename(prog or sys.argv[0]), []) + argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug or os.environ.get("V") == "1" else logging.WARNING,
+                        format="%(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except errors.KcloudError as exc:
+        print(f"error: {exc.line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 1
