@@ -44,6 +44,7 @@ class Instance:
     ip: str | None
     price_per_hour: float
     created_at: str = ""      # ISO 8601, "" when the API does not say
+    keys: tuple[str, ...] = ()  # SSH key names or ids as the API reports them (ownership check)
     extra: dict = field(default_factory=dict, compare=False)
 
 

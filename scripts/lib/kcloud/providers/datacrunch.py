@@ -182,7 +182,7 @@ class Client(ProviderBase):
         return Instance(id=i["id"], name=i.get("hostname", ""), instance_type=i.get("instance_type", ""),
                         region=i.get("location", ""), state=STATES.get(status, FAILED), status=status,
                         ip=i.get("ip"), price_per_hour=float(i.get("price_per_hour") or 0),
-                        created_at=i.get("created_at", ""))
+                        created_at=i.get("created_at", ""), keys=tuple(i.get("ssh_key_ids") or ()))
 
     def instances(self, name_prefix: str | None = None) -> list[Instance]:
         found = [self._instance(i) for i in self._get("/instances")]

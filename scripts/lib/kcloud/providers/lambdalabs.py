@@ -169,7 +169,7 @@ class Client(ProviderBase):
                         region=(i.get("region") or {}).get("name", ""),
                         state=STATES.get(i.get("status", ""), FAILED), status=i.get("status", ""),
                         ip=i.get("ip"), price_per_hour=itype.get("price_cents_per_hour", 0) / 100.0,
-                        extra={"hostname": i.get("hostname")})
+                        keys=tuple(i.get("ssh_key_names") or ()), extra={"hostname": i.get("hostname")})
 
     def instances(self, name_prefix: str | None = None) -> list[Instance]:
         found = [self._instance(i) for i in self._get("/instances")]

@@ -1,0 +1,86 @@
+"""Where one project directory keeps its things, and how it names what it creates remotely.
+
+Everything is derived from the directory's absolute path, so two checkouts never share a
+key, an SSH config or a journal (seed 004, "Using Multiple kdevops Directories").
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kcloud.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @classmethod
+    def here(cls) -> "Project":
+        return cls(Path(os.environ.get("KCLOUD_PROJECT_DIR", os.getcwd())).resolve())
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
+
+    @property
+    def key_name(self) -> str:
+        """Seed 000: kdevops-<project>-<hash>, within the APIs' 64-character name limit."""
+        project = re.sub(r"[^A-Za-z0-9_-]+", "-", self.root.name).strip("-")[:40] or "project"
+        return f"kdevops-{project}-{self.hash}"
+
+    @property
+    def private_key(self) -> Path:
+        return Path(os.path.expanduser(f"~/.ssh/kdevops_terraform_{self.hash}"))
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".kcloud"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.jsonl"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.state_dir / "progress.log"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state_dir / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "hosts"
+
+    def terraform_dir(self, provider: str) -> Path:
+        return self.root / "terraform" / provider
+
+    @contextmanager
+    def lock(self, what: str):
+        """One bringup/destroy at a time per directory (two would race on state and keys)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise ConfigError(f"another kcloud command is running in {self.root} ({f.read().strip()})",
+                                  hint="wait for it to finish") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"{what}, pid {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.truncate(0)
