@@ -8,7 +8,9 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 # Command-line settings carried into .config by `make defconfig-*` (kdevops spelling).
 SETS := $(if $(KDEVOPS_HOSTS_PREFIX),--set KDEVOPS_HOSTS_PREFIX=$(KDEVOPS_HOSTS_PREFIX)) \
-        $(if $(KNLP),--set WORKFLOW_KNLP=y)
+        $(if $(KNLP),--set WORKFLOW_KNLP=y) \
+        $(if $(SSH_CONFIG_PORT),--set SSH_CONFIG_PORT=$(SSH_CONFIG_PORT)) \
+        $(if $(SSH_CONFIG_USER),--set SSH_CONFIG_USER=$(SSH_CONFIG_USER))
 VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all

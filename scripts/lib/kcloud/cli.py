@@ -29,7 +29,7 @@ for _p in providers.names():
     })
 
 # Modules that add top-level subcommands: each has register(subparsers).
-COMMAND_MODULES = ["kcloud.kconfig.commands", "kcloud.bringup.commands", "kcloud.bench"]
+COMMAND_MODULES = ["kcloud.kconfig.commands", "kcloud.bringup.commands", "kcloud.demo", "kcloud.bench"]
 
 
 def _out(args, obj, text_lines):

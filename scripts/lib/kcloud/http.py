@@ -36,21 +36,21 @@ class RetryPolicy(Retry):
 class RateLimiter:
     """Token bucket: `rate` requests per second with bursts up to `burst`. Thread-safe."""
 
-    def __init__(self, rate: float, burst: float = 1.0):
-        self.rate, self.burst = rate, burst
-        self._tokens, self._stamp = burst, time.monotonic()
+    def __init__(self, rate: float, burst: float = 1.0, clock=time.monotonic, sleep=time.sleep):
+        self.rate, self.burst, self.clock, self.sleep = rate, burst, clock, sleep
+        self._tokens, self._stamp = burst, clock()
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
         """Wait for a token; return how long we waited."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
             self._tokens -= 1
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait:
-            time.sleep(wait)
+            self.sleep(wait)
         return wait
 
 
@@ -92,6 +92,12 @@ class HttpPolicy:
         )
 
 
+def make_limiters(rate_limits: dict, **clock) -> dict[str, RateLimiter]:
+    """{"general": {per_second, burst}, "launch": {interval_s, burst}} -> limiters."""
+    return {name: RateLimiter(lim.get("per_second") or 1.0 / lim["interval_s"], lim.get("burst", 1), **clock)
+            for name, lim in rate_limits.items()}
+
+
 ErrorMapper = Callable[[requests.Response, str], errors.ApiError]
 
 
@@ -107,8 +113,7 @@ class ApiClient:
         adapter = HTTPAdapter(max_retries=policy.retry(), pool_maxsize=8)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.limiters = {name: RateLimiter(lim.get("per_second") or 1.0 / lim["interval_s"], lim.get("burst", 1))
-                         for name, lim in policy.rate_limits.items()}
+        self.limiters = make_limiters(policy.rate_limits)
         self.requests_sent = 0
         self._count_lock = threading.Lock()
 

@@ -1,0 +1,141 @@
+"""`make demo`: the main job end to end on the bundled emulator, for both providers.
+
+Runs the same make targets a user types, in a scratch copy of the project with a scratch
+HOME, so the user's .config, ~/.ssh/config and credentials are never touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from kcloud import errors
+
+REPO = Path(__file__).resolve().parents[3]
+COPY = ["Makefile", "Kconfig", "kconfigs", "defconfigs", "terraform", "playbooks", "requirements.txt",
+        "requirements-test.txt"]
+FLOWS = [("lambdalabs", "lambdalabs-h100-or-less"), ("datacrunch", "datacrunch-h100-pytorch-or-less")]
+CREDENTIALS = {"lambdalabs": "emulator-key\n", "datacrunch": "emulator-client\nemulator-secret\n"}
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m" if sys.stdout.isatty() else f"\n==> {text}", flush=True)
+
+
+class Emulator:
+    """The emulator as a separate process, as a user would run it (scripts/kcloud emulator)."""
+
+    def __init__(self, scenario: str, boot_delay: float, ssh_port: int | None, env: dict):
+        cmd = [str(REPO / "scripts" / "kcloud"), "emulator", "--scenario", scenario, "--boot-delay", str(boot_delay)]
+        if ssh_port:
+            cmd += ["--ssh-port", str(ssh_port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        self.urls = {}
+        for _ in range(2):
+            line = self.proc.stdout.readline().strip()
+            if not line.startswith("export "):
+                self.stop()
+                raise errors.KcloudError(f"the emulator did not start (said: {line!r})")
+            key, _, value = line[len("export "):].partition("=")
+            self.urls[key] = value
+
+    def state(self, key: str) -> dict:
+        base = self.urls[key].split("/api/")[0].split("/v1")[0]
+        with urllib.request.urlopen(f"{base}/_emulator/state", timeout=10) as r:
+            return json.load(r)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _workspace(root: Path) -> Path:
+    work = root / "kcloud"
+    work.mkdir()
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns(
+                "*.generated", "terraform.tfstate*", ".terraform*", "terraform.tfvars", ".plugins", "terraformrc"))
+        else:
+            shutil.copy2(src, work / name)
+    (work / "scripts").symlink_to(REPO / "scripts")
+    (work / ".venv").symlink_to(REPO / ".venv")
+    return work
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> int:
+    print(f"$ {' '.join(cmd)}", flush=True)
+    code = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL).returncode
+    if check and code:
+        raise errors.KcloudError(f"demo step failed: {' '.join(cmd)} (exit {code})")
+    return code
+
+
+def cmd_demo(args) -> int:
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="kcloud-demo-"))
+    home = root / "home"
+    home.mkdir()
+    root_user = os.geteuid() == 0
+    ssh_port = None if root_user else 2222
+    env = {**os.environ, "HOME": str(home), "KCLOUD_HTTP_BACKOFF": "0.2"}
+    env.pop("TF_CLI_CONFIG_FILE", None)
+    emulator = None
+    audit_ok = True
+    try:
+        work = _workspace(root)
+        banner(f"Starting the emulator with the 'scarce' scenario (Lambda: no GH200/H100; DataCrunch: no B300/B200/H100)")
+        emulator = Emulator(args.scenario, args.boot_delay, ssh_port, env)
+        for key, url in emulator.urls.items():
+            print(f"export {key}={url}")
+        env.update(emulator.urls)
+        for provider, _ in FLOWS:
+            banner(f"Credentials for {provider} (in the demo's own HOME: {home})")
+            print(f"$ scripts/{provider}_credentials.py set   # values read from stdin, never on the command line")
+            subprocess.run([str(work / "scripts" / f"{provider}_credentials.py"), "set"], cwd=work, env=env,
+                           input=CREDENTIALS[provider], text=True, check=True)
+        banner("Refresh the Kconfig menus from both providers' live APIs")
+        run(["make", "cloud-config"], work, env)
+        run(["sh", "-c", "grep -h '\u2713' terraform/lambdalabs/kconfigs/Kconfig.compute.generated | head -5"], work, env,
+            check=False)
+        for provider, defconfig in FLOWS:
+            sets = [f"SSH_CONFIG_PORT={ssh_port}", f"SSH_CONFIG_USER={os.environ.get('USER', 'root')}"] if ssh_port else []
+            banner(f"{provider}: configure, bring up (falling back past sold-out tiers), use, destroy")
+            run(["make", f"defconfig-{defconfig}", *sets], work, env)
+            run(["make", "bringup"], work, env)
+            host = "kdevops-gpu"
+            banner(f"{provider}: run a command on the machine over SSH")
+            run(["ssh", "-F", str(work / ".kcloud" / "ssh_config"), host, "uname -n; cat ~/.kcloud-host"], work, env)
+            run([str(REPO / ".venv" / "bin" / "ansible"), "all", "-i", "hosts", "-m", "ping"], work,
+                {**env, "ANSIBLE_CONFIG": str(work / "playbooks" / "ansible.cfg")})
+            run(["make", "status"], work, env)
+            run(["make", "destroy"], work, env)
+            key = f"{provider.upper()}_API_URL"
+            state = emulator.state(key)
+            left_i, left_k = len(state.get("instances", [])), len(state.get("ssh_keys", []))
+            banner(f"{provider}: emulator audit: {left_i} instances, {left_k} SSH keys left")
+            audit_ok &= left_i == 0 and left_k == 0
+        banner(f"Demo finished in {time.monotonic() - started:.0f} s; audit {'clean' if audit_ok else 'NOT CLEAN'}")
+        return 0 if audit_ok else 1
+    finally:
+        if emulator:
+            emulator.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def register(sub) -> None:
+    d = sub.add_parser("demo", help="the main job end to end on the bundled emulator")
+    d.add_argument("--scenario", default="scarce")
+    d.add_argument("--boot-delay", type=float, default=3.0)
+    d.set_defaults(func=cmd_demo)
