@@ -1,0 +1,56 @@
+"""`emulator [--scenario NAME|FILE] [--lambdalabs-port N] ...`: serve until SIGTERM/SIGINT.
+
+The first two stdout lines are `export` statements a shell can eval, so
+`eval "$(emulator ... | head -2)"`-style wrappers and tests can find the ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .emulator import Emulator, overrides
+from .scenario import load
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emulator", description="Loopback emulator of the Lambda Cloud and DataCrunch/Verda APIs.")
+    p.add_argument("--scenario", default="default", help="scenario name (scenarios/*.yaml) or YAML file (default: default)")
+    p.add_argument("--lambdalabs-port", type=int, default=0, metavar="N", help="Lambda API port (default: any free port)")
+    p.add_argument("--datacrunch-port", type=int, default=0, metavar="N", help="DataCrunch API port (default: any free port)")
+    p.add_argument("--latency-ms", type=int, metavar="N", help="added to every API answer (overrides the scenario)")
+    p.add_argument("--boot-delay", type=float, metavar="SECONDS", help="launch to active/running (overrides the scenario)")
+    p.add_argument("--ssh-port", type=int, metavar="N", help="port of the instances' sshd (default: 22 as root, else 2222)")
+    p.add_argument("--state-dir", metavar="DIR", help="where the per-run temp dir (sshd configs, keys) is made")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        scenario = load(args.scenario, overrides(args.latency_ms, args.boot_delay, args.ssh_port))
+        emulator = Emulator(
+            scenario,
+            lambdalabs_port=args.lambdalabs_port,
+            datacrunch_port=args.datacrunch_port,
+            state_dir=args.state_dir,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"emulator: error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        emulator.start()
+        print(f"export LAMBDALABS_API_URL={emulator.lambdalabs_url}")
+        print(f"export DATACRUNCH_API_URL={emulator.datacrunch_url}", flush=True)
+        print(f"emulator: scenario {scenario.name}; admin: {emulator.lambdalabs_url.split('/api')[0]}/_emulator/state",
+              file=sys.stderr, flush=True)
+        while not stop.wait(1):
+            pass
+    finally:
+        emulator.stop()
+    return 0

@@ -1,0 +1,168 @@
+"""The emulator as one object: both API servers, the lifecycle ticker, the sshds, the admin endpoints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+from .datacrunch import DataCrunchApi
+from .lambdalabs import LambdaApi
+from .scenario import Scenario, load
+from .server import ApiServer, Response, json_response
+from .sshd import SshdManager
+from .state import State
+
+TICK_SECONDS = 0.05
+
+
+class Emulator:
+    """Serves both provider APIs on loopback until `stop()`; also a context manager."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        lambdalabs_port: int = 0,
+        datacrunch_port: int = 0,
+        state_dir: str | Path | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.workdir = Path(tempfile.mkdtemp(prefix="kcloud-emulator-", dir=state_dir))
+        self.workdir.chmod(0o755)  # login users other than root read their authorized_keys below it
+        try:
+            self._state = State(scenario)
+            self.sshd = SshdManager(self.workdir, scenario.ssh["port"], scenario.ssh["address_base"])
+            self.apis = {api.name: api for api in (LambdaApi(self._state), DataCrunchApi(self._state))}
+            ports = {"lambdalabs": lambdalabs_port, "datacrunch": datacrunch_port}
+            self.servers = {}
+            for name, api in self.apis.items():
+                self.servers[name] = ApiServer(api, functools.partial(self._admin, name), ports[name])
+        except BaseException:
+            for server in getattr(self, "servers", {}).values():
+                server.httpd.server_close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        self.lambdalabs_url = self.servers["lambdalabs"].url
+        self.datacrunch_url = self.servers["datacrunch"].url
+        self._stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="emulator-ticker", daemon=True)
+        self._stopped = False
+
+    def start(self) -> Emulator:
+        if self.sshd.unavailable_reason:
+            print(f"emulator: warning: {self.sshd.unavailable_reason}", file=sys.stderr, flush=True)
+        for server in self.servers.values():
+            server.start()
+        self._ticker.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, kill every sshd, remove the temp dir. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        for server in self.servers.values():
+            server.stop()
+        if self._ticker.is_alive():
+            self._ticker.join(timeout=10)
+        self.sshd.stop_all()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def state(self) -> dict:
+        """What GET /_emulator/state answers."""
+        return self._state.snapshot({name: api.statuses for name, api in self.apis.items()})
+
+    def reset(self) -> None:
+        """Back to the scenario's initial state: no instances, keys, tokens or request log."""
+        self._state.reset()
+        self.sshd.stop_all()
+
+    # --- lifecycle -------------------------------------------------------
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(TICK_SECONDS):
+            try:
+                self._tick()
+            except Exception:  # keep ticking: one bad instance must not freeze the others
+                traceback.print_exc()
+
+    def _tick(self) -> None:
+        """Timed transitions; sshd runs exactly for the instances that are active."""
+        ready = self._state.advance()
+        for instance_id in self.sshd.running() - self._state.active_ids():
+            self.sshd.stop(instance_id)
+        for inst in ready:
+            if self._stopping.is_set():
+                return
+            ip = inst.ip or self.sshd.address()
+            keys = [k["public_key"] for k in inst.ssh_keys]
+            ssh = self.sshd.start(inst.id, ip, self.apis[inst.provider].login_user, keys)
+            if not self._state.activate(inst, ip, ssh):
+                self.sshd.stop(inst.id)
+
+    # --- admin endpoints (/_emulator/*, no auth, on both ports) ----------
+
+    def _admin(self, provider: str, method: str, path: str, body: bytes) -> Response:
+        try:
+            if (method, path) == ("GET", "/_emulator/state"):
+                return json_response(self.state())
+            if (method, path) == ("POST", "/_emulator/capacity"):
+                data = json.loads(body)
+                rule = {"type": data["instance_type"], "region": data["region"], "count": data["count"]}
+                cells = self._state.set_capacity(data.get("provider", provider), rule)
+                return json_response({"updated": cells})
+            if (method, path) == ("POST", "/_emulator/faults"):
+                faults = self._state.add_faults(provider, json.loads(body))
+                return json_response({"added": [f.public() for f in faults]})
+            if (method, path) == ("POST", "/_emulator/reset"):
+                self.reset()
+                return json_response({"reset": True})
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_response({"error": f"{type(exc).__name__}: {exc}"}, 400)
+        return json_response({"error": f"no such admin endpoint: {method} {path}"}, 404)
+
+
+def start(
+    scenario: str | Path | dict = "default",
+    *,
+    lambdalabs_port: int = 0,
+    datacrunch_port: int = 0,
+    latency_ms: int | None = None,
+    boot_delay: float | None = None,
+    ssh_port: int | None = None,
+    state_dir: str | Path | None = None,
+) -> Emulator:
+    """Start an emulator in this process (for tests). `scenario` is a name, a file or a dict."""
+    emulator = Emulator(
+        load(scenario, overrides(latency_ms, boot_delay, ssh_port)),
+        lambdalabs_port=lambdalabs_port,
+        datacrunch_port=datacrunch_port,
+        state_dir=state_dir,
+    )
+    return emulator.start()
+
+
+def overrides(latency_ms: int | None, boot_delay: float | None, ssh_port: int | None) -> dict:
+    """The command-line knobs, as a partial scenario merged over the chosen one."""
+    out: dict = {}
+    if latency_ms is not None:
+        out["lambdalabs"] = {"latency_ms": latency_ms}
+        out["datacrunch"] = {"latency_ms": latency_ms}
+    if boot_delay is not None:
+        out["lifecycle"] = {"boot_delay": boot_delay}
+    if ssh_port is not None:
+        out["ssh"] = {"port": ssh_port}
+    return out

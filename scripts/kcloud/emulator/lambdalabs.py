@@ -1,0 +1,325 @@
+"""Lambda Cloud API v1, as in section 1 of reference/api-contracts.md.
+
+Bodies are wrapped in {"data": ...}; errors in {"error": {code, message,
+suggestion}}; a capacity failure is HTTP 400 with its own code; rate limiting
+is a Cloudflare 429 whose body is not JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+
+from .server import ApiError, ProviderApi, Request, Response, json_response, text_response
+from .sshd import generate_keypair, is_public_key
+from .state import Instance
+
+# kind -> (HTTP status, code, message, suggestion); messages are the spec's defaults.
+ERRORS = {
+    "invalid": (400, "global/invalid-parameters", "Invalid request data.", "Check the request and try again."),
+    "not-found": (404, "global/object-does-not-exist", "Specified instance does not exist.",
+                  "Check the ID and try again."),
+    "unauthorized": (401, "global/invalid-api-key", "API key was invalid, expired, or deleted.",
+                     "Check your API key or create a new one, then try again."),
+    "forbidden": (403, "global/account-inactive", "Your account is inactive.",
+                  "Make sure you have verified your email address and have a valid payment method. "
+                  "Contact Support if problems continue."),
+    "insufficient-capacity": (400, "instance-operations/launch/insufficient-capacity",
+                              "Not enough capacity to fulfill launch request.",
+                              "Choose an instance type with more availability, or try again later."),
+    "quota": (400, "global/quota-exceeded", "Quota exceeded.", "Contact Support to increase your quota."),
+    "internal": (500, "global/internal-error", "An internal server error occurred.",
+                 "Try again later. Contact Support if the problem persists."),
+    "unavailable": (503, "global/internal-error", "The service is temporarily unavailable.",
+                    "Try again later. Contact Support if the problem persists."),
+}
+DEFAULT_IMAGE_FAMILY = "lambda-stack-24-04"
+IMAGE_TIME = "2025-01-01T00:00:00Z"
+MAX_NAME = 64
+MAX_PUBLIC_KEY = 4096
+MAX_USER_DATA = 1024 * 1024
+
+
+class LambdaApi(ProviderApi):
+    name = "lambdalabs"
+    base_path = "/api/v1"
+    login_user = "ubuntu"
+    launch_route = ("POST", "/instance-operations/launch")
+    statuses = {
+        "ordered": "booting",
+        "booting": "booting",
+        "active": "active",
+        "unhealthy": "unhealthy",
+        "offline": "unhealthy",  # Lambda has no shutdown; never reached
+        "terminating": "terminating",
+        "terminated": "terminated",
+    }
+
+    def routes(self):
+        return [
+            ("GET", "/instance-types", self.instance_types, True),
+            ("GET", "/instances", self.list_instances, True),
+            ("GET", "/instances/{instance_id}", self.get_instance, True),
+            ("POST", "/instances/{instance_id}", self.rename_instance, True),
+            ("POST", "/instance-operations/launch", self.launch, True),
+            ("POST", "/instance-operations/terminate", self.terminate, True),
+            ("POST", "/instance-operations/restart", self.restart, True),
+            ("GET", "/ssh-keys", self.list_keys, True),
+            ("POST", "/ssh-keys", self.add_key, True),
+            ("DELETE", "/ssh-keys/{key_id}", self.delete_key, True),
+            ("GET", "/images", self.images, True),
+            ("GET", "/file-systems", self.file_systems, True),
+        ]
+
+    # --- plumbing hooks --------------------------------------------------
+
+    def authenticate(self, req: Request) -> None:
+        """Bearer KEY, Basic base64("KEY:"), or the raw `Basic KEY` the v1.5.3 spec allows."""
+        scheme, _, value = req.headers.get("Authorization", "").strip().partition(" ")
+        value = value.strip()
+        candidates = set()
+        if scheme.lower() == "bearer":
+            candidates.add(value)
+        elif scheme.lower() == "basic":
+            candidates.add(value)
+            try:
+                user, sep, _ = base64.b64decode(value, validate=True).decode().partition(":")
+                if sep:
+                    candidates.add(user)
+            except (binascii.Error, UnicodeDecodeError):
+                pass
+        if not candidates & set(self.config["credentials"]["api_keys"]):
+            raise ApiError("unauthorized")
+
+    def render_error(self, err: ApiError) -> Response:
+        if err.kind == "rate-limited":  # Cloudflare answers, not the API: not JSON
+            return text_response("error code: 1015", 429, {"Retry-After": "1", **err.headers})
+        status, code, message, suggestion = ERRORS[err.kind]
+        body = {"error": {"code": code, "message": err.message or message, "suggestion": suggestion}}
+        return json_response(body, err.status or status, err.headers)
+
+    # --- rendering -------------------------------------------------------
+
+    def _region(self, code: str) -> dict:
+        return {"name": code, "description": self.catalog["regions"][code]["description"]}
+
+    def _type(self, name: str) -> dict:
+        t = self.catalog["types"][name]
+        return {
+            "name": name,
+            "description": t["description"],
+            "gpu_description": t["gpu_description"],
+            "price_cents_per_hour": t["price_cents_per_hour"],
+            "specs": dict(t["specs"]),
+        }
+
+    def _instance(self, inst: Instance) -> dict:
+        status = self.statuses[inst.phase]
+        out = {
+            "id": inst.id,
+            "status": status,
+            "ssh_key_names": [k["name"] for k in inst.ssh_keys],
+            "file_system_names": [],
+            "file_system_mounts": [],
+            "region": self._region(inst.region),
+            "instance_type": self._type(inst.instance_type),
+            "hostname": inst.details["hostname"],
+            "tags": inst.details["tags"],
+            "firewall_rulesets": [],
+            "actions": _actions(status),
+        }
+        if inst.name is not None:
+            out["name"] = inst.name
+        if inst.ip and status != "terminated":  # `ip` is absent until the first boot completes
+            out["ip"] = inst.ip
+            out["private_ip"] = "10.0." + ".".join(inst.ip.split(".")[2:])
+        return out
+
+    def _image(self, image: dict, region: str) -> dict:
+        return {
+            "id": uuid.uuid5(uuid.NAMESPACE_URL, f"lambdalabs/{region}/{image['family']}/{image['architecture']}").hex,
+            "created_time": IMAGE_TIME,
+            "updated_time": IMAGE_TIME,
+            "name": image["name"],
+            "description": f"{image['name']} ({image['architecture']})",
+            "family": image["family"],
+            "version": image["version"],
+            "architecture": image["architecture"],
+            "region": self._region(region),
+        }
+
+    # --- endpoints -------------------------------------------------------
+
+    def instance_types(self, req: Request) -> Response:
+        with self.state.lock:
+            capacity = self.state.capacity[self.name]
+            data = {
+                name: {
+                    "instance_type": self._type(name),
+                    "regions_with_capacity_available": [self._region(r) for r in capacity.available_regions(name)],
+                }
+                for name in self.catalog["types"]
+            }
+        return json_response({"data": data})
+
+    def list_instances(self, req: Request) -> Response:
+        with self.state.lock:
+            return json_response({"data": [self._instance(i) for i in self.state.list(self.name)]})
+
+    def _find(self, instance_id: str) -> Instance:
+        inst = self.state.get(self.name, instance_id)
+        if inst is None:
+            raise ApiError("not-found")
+        return inst
+
+    def get_instance(self, req: Request, instance_id: str) -> Response:
+        with self.state.lock:
+            return json_response({"data": self._instance(self._find(instance_id))})
+
+    def rename_instance(self, req: Request, instance_id: str) -> Response:
+        name = req.json_object().get("name")
+        if not isinstance(name, str) or len(name) > MAX_NAME:
+            raise ApiError("invalid", f"name must be a string of at most {MAX_NAME} characters.")
+        with self.state.lock:
+            inst = self._find(instance_id)
+            inst.name = name
+            return json_response({"data": self._instance(inst)})
+
+    def launch(self, req: Request) -> Response:
+        body = req.json_object()
+        missing = [f for f in ("region_name", "instance_type_name", "ssh_key_names") if f not in body]
+        if missing:
+            raise ApiError("invalid", f"Missing required field(s): {', '.join(missing)}.")
+        key_names = body["ssh_key_names"]
+        if not isinstance(key_names, list) or len(key_names) != 1 or not isinstance(key_names[0], str):
+            raise ApiError("invalid", "ssh_key_names must name exactly one SSH key.")
+        type_name, region, name = body["instance_type_name"], body["region_name"], body.get("name")
+        if type_name not in self.catalog["types"]:
+            raise ApiError("invalid", f"Unknown instance type: {type_name}.")
+        if region not in self.catalog["regions"]:
+            raise ApiError("invalid", f"Unknown region: {region}.")
+        if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
+            raise ApiError("invalid", f"name must be a string of at most {MAX_NAME} characters.")
+        if len(str(body.get("user_data") or "")) > MAX_USER_DATA:
+            raise ApiError("invalid", "user_data must be at most 1 MB.")
+        if body.get("file_system_names") or body.get("file_system_mounts"):
+            raise ApiError("not-found", "Filesystem was not found.", status=400)
+        key = next((k for k in self.state.keys(self.name) if k["name"] == key_names[0]), None)
+        if key is None:
+            raise ApiError("not-found", f"SSH key {key_names[0]!r} does not exist.", status=400)
+        fault = req.instance_fault
+        inst = Instance(
+            provider=self.name,
+            id=uuid.uuid4().hex,
+            instance_type=type_name,
+            region=region,
+            name=name,
+            ssh_keys=[key],
+            details={
+                "image": self._launch_image(body.get("image"), type_name, region),
+                "hostname": body.get("hostname") or f"lambda-{uuid.uuid4().hex[:8]}",
+                "tags": list(body.get("tags") or []),
+                "user_data": body.get("user_data"),
+            },
+            fault=fault.instance if fault else None,
+            fault_after=fault.after_s if fault else 0.0,
+        )
+        if not self.state.launch(inst):
+            raise ApiError("insufficient-capacity")
+        return json_response({"data": {"instance_ids": [inst.id]}})
+
+    def _launch_image(self, spec, type_name: str, region: str) -> dict:
+        """Resolve `{"id"}` / `{"family"}` (default: latest Lambda Stack) to an image of the type's architecture."""
+        arch = self.catalog["types"][type_name].get("architecture", "x86_64")
+        spec = spec or {"family": DEFAULT_IMAGE_FAMILY}
+        if not isinstance(spec, dict) or len(spec) != 1 or not {"id", "family"} & set(spec):
+            raise ApiError("invalid", 'image must be {"id": ...} or {"family": ...}.')
+        images = [self._image(i, region) for i in self.catalog["images"]]
+        key = "id" if "id" in spec else "family"
+        matches = [i for i in images if i[key] == spec[key]]
+        if not matches:
+            raise ApiError("not-found", f"Image {spec[key]!r} was not found in {region}.", status=400)
+        fitting = [i for i in matches if i["architecture"] == arch]
+        if not fitting:
+            raise ApiError("invalid", f"Image {spec[key]!r} does not support {type_name} ({arch}).")
+        return fitting[0]
+
+    def _instances_from(self, req: Request) -> list[Instance]:
+        ids = req.json_object().get("instance_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise ApiError("invalid", "instance_ids must be a non-empty list of instance IDs.")
+        insts = [self._find(i) for i in ids]
+        if any(i.phase == "terminated" for i in insts):
+            raise ApiError("not-found")
+        return insts
+
+    def terminate(self, req: Request) -> Response:
+        with self.state.lock:
+            insts = self._instances_from(req)
+            for inst in insts:
+                self.state.terminate(inst)
+            return json_response({"data": {"terminated_instances": [self._instance(i) for i in insts]}})
+
+    def restart(self, req: Request) -> Response:
+        with self.state.lock:
+            insts = self._instances_from(req)
+            for inst in insts:
+                self.state.reboot(inst)
+            return json_response({"data": {"restarted_instances": [self._instance(i) for i in insts]}})
+
+    def list_keys(self, req: Request) -> Response:
+        return json_response({"data": self.state.keys(self.name)})
+
+    def add_key(self, req: Request) -> Response:
+        body = req.json_object()
+        name, public_key = body.get("name"), body.get("public_key")
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+            raise ApiError("invalid", f"name must be a non-empty string of at most {MAX_NAME} characters.")
+        if public_key is not None and (
+            not isinstance(public_key, str) or len(public_key) > MAX_PUBLIC_KEY or not is_public_key(public_key)
+        ):
+            raise ApiError("invalid", "public_key is not a valid OpenSSH public key.")
+        with self.state.lock:
+            if any(k["name"] == name for k in self.state.keys(self.name)):
+                raise ApiError("invalid", f"An SSH key named {name!r} already exists.")
+            private_key = None
+            if public_key is None:
+                private_key, public_key = generate_keypair(name)
+            key = self.state.add_key(self.name, uuid.uuid4().hex, name, public_key.strip())
+        if private_key is not None:
+            key["private_key"] = private_key
+        return json_response({"data": key})
+
+    def delete_key(self, req: Request, key_id: str) -> Response:
+        if not self.state.delete_key(self.name, key_id):
+            raise ApiError("invalid", f"SSH key {key_id!r} does not exist.")
+        return json_response({"data": {}})
+
+    def images(self, req: Request) -> Response:
+        data = [self._image(i, r) for r in self.catalog["regions"] for i in self.catalog["images"]]
+        return json_response({"data": data})
+
+    def file_systems(self, req: Request) -> Response:
+        """Filesystems are not emulated: the list is always empty."""
+        return json_response({"data": []})
+
+
+def _actions(status: str) -> dict:
+    """The `actions` block: what the console would let you do in this status."""
+    if status in ("terminating", "terminated"):
+        blocked = {"available": False, "reason_code": "vm-is-terminating",
+                   "reason_description": "The instance is terminating."}
+        return {a: dict(blocked) for a in ("migrate", "rebuild", "restart", "cold_reboot", "terminate")}
+    launched = status in ("active", "unhealthy")
+    not_launched = {"available": False, "reason_code": "vm-has-not-launched",
+                    "reason_description": "The instance has not launched yet."}
+    ready = {"available": True} if launched else not_launched
+    return {
+        "migrate": {"available": False, "reason_code": "vm-is-too-old",
+                    "reason_description": "Migration is not offered for this instance."},
+        "rebuild": dict(ready),
+        "restart": dict(ready),
+        "cold_reboot": dict(ready),
+        "terminate": {"available": True},
+    }

@@ -1,0 +1,258 @@
+"""HTTP plumbing shared by both emulated APIs.
+
+Each provider module subclasses `ProviderApi` with its routes, its auth check
+and its error envelope; `ApiServer` puts one on a loopback port and runs every
+request through the same pipeline:
+
+    admin (/_emulator/*) | latency -> rate limit -> faults -> auth + route -> log
+
+Handlers raise `ApiError(kind)` with a provider-neutral kind (see
+faults.ERROR_KINDS); the provider renders it, so a scheduled fault
+`error: insufficient-capacity` looks exactly like the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .faults import Fault
+from .state import State
+
+HOST = "127.0.0.1"
+ADMIN_PREFIX = "/_emulator/"
+
+
+class ApiError(Exception):
+    """A provider-neutral error; `ProviderApi.render_error` turns it into the provider's answer."""
+
+    def __init__(
+        self, kind: str, message: str | None = None, headers: dict | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message or kind)
+        self.kind = kind
+        self.message = message  # None: the provider's default message for the kind
+        self.headers = headers or {}
+        self.status = status  # None: the provider's usual status for the kind
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
+    disconnect: bool = False  # close the connection without answering
+
+
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(status, json.dumps(obj).encode(), "application/json", headers or {})
+
+
+def text_response(text: str, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(status, text.encode(), "text/plain; charset=utf-8", headers or {})
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # below the API base path, e.g. "/instances/abc"
+    query: dict[str, list[str]]
+    headers: Message
+    body: bytes
+    instance_fault: Fault | None = None  # set when a fault tags the instance this request launches
+
+    def arg(self, *spellings: str) -> str | None:
+        """The first query parameter present among alternative spellings (isSpot / is_spot)."""
+        for name in spellings:
+            if name in self.query:
+                return self.query[name][0]
+        return None
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body or b"null")
+        except ValueError:
+            raise ApiError("invalid", "Request body is not valid JSON.") from None
+
+    def json_object(self) -> dict:
+        data = self.json()
+        if not isinstance(data, dict):
+            raise ApiError("invalid", "Request body must be a JSON object.")
+        return data
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern
+    handler: Callable[..., Response]
+    auth: bool
+
+
+class ProviderApi:
+    """One provider's API: subclasses set the class attributes and implement the hooks."""
+
+    name: str
+    base_path: str
+    login_user: str  # SSH user of the provider's images
+    launch_route: tuple[str, str]  # (method, path) that the launch rate limit applies to
+    statuses: dict[str, str]  # lifecycle phase -> the provider's status word
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.config = state.scenario.provider(self.name)
+        self.catalog = state.scenario.catalogs[self.name]
+        self._routes = [
+            Route(method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "/?$"), handler, auth)
+            for method, path, handler, auth in self.routes()
+        ]
+
+    def routes(self) -> list[tuple[str, str, Callable[..., Response], bool]]:
+        """(method, path with {params}, handler(req, **params), needs auth)."""
+        raise NotImplementedError
+
+    def authenticate(self, req: Request) -> None:
+        """Raise ApiError("unauthorized") unless the request carries valid credentials."""
+        raise NotImplementedError
+
+    def render_error(self, err: ApiError) -> Response:
+        raise NotImplementedError
+
+    def handle(self, req: Request) -> Response:
+        for route in self._routes:
+            match = route.pattern.match(req.path)
+            if match and route.method == req.method:
+                if route.auth:
+                    self.authenticate(req)
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                return route.handler(req, **params)
+        raise ApiError("not-found", f"No such endpoint: {req.method} {self.base_path}{req.path}")
+
+
+class ApiServer:
+    """One provider API served on one loopback port, in its own threads."""
+
+    def __init__(self, api: ProviderApi, admin: Callable[[str, str, bytes], Response], port: int = 0) -> None:
+        self.api = api
+        self.state = api.state
+        self.admin = admin  # (method, path, body) -> Response, for /_emulator/*
+        self.httpd = ThreadingHTTPServer((HOST, port), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.owner = self
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{HOST}:{self.port}{api.base_path}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"emulator-{api.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def respond(self, method: str, raw_path: str, headers: Message, body: bytes) -> Response:
+        url = urlsplit(raw_path)
+        if url.path.startswith(ADMIN_PREFIX):
+            return self.admin(method, url.path, body)
+        resp = self._api_response(method, url, headers, body)
+        self.state.log_request(self.api.name, method, url.path, resp.status)
+        return resp
+
+    def _api_response(self, method, url, headers, body) -> Response:
+        api, base = self.api, self.api.base_path
+        if url.path != base and not url.path.startswith(base + "/"):
+            return api.render_error(ApiError("not-found", f"No such endpoint: {method} {url.path}"))
+        req = Request(method, url.path[len(base):] or "/", parse_qs(url.query), headers, body)
+        if api.config["latency_ms"]:
+            time.sleep(api.config["latency_ms"] / 1000)
+        wait = self.state.retry_after(api.name, (method, req.path) == api.launch_route)
+        if wait:
+            return api.render_error(ApiError("rate-limited", headers={"Retry-After": str(wait)}))
+        faults = self.state.due_faults(api.name, method, req.path)
+        delay = sum(f.delay_ms for f in faults)
+        if delay:
+            time.sleep(delay / 1000)
+        req.instance_fault = next((f for f in faults if f.instance), None)
+        responder = next((f for f in faults if f.responds), None)
+        resp = self._fault_response(responder) if responder else self._call(req)
+        for rule in (r for f in faults for r in f.set_capacity):
+            try:
+                self.state.set_capacity(api.name, rule)
+            except ValueError as exc:
+                print(f"emulator: fault set_capacity ignored: {exc}", file=sys.stderr)
+        malformed = next((f.malformed for f in faults if f.malformed), None)
+        return _corrupt(resp, malformed) if malformed else resp
+
+    def _call(self, req: Request) -> Response:
+        try:
+            return self.api.handle(req)
+        except ApiError as err:
+            return self.api.render_error(err)
+        except Exception:  # an emulator bug must look like a 500, not a hung client
+            traceback.print_exc()
+            return self.api.render_error(ApiError("internal"))
+
+    def _fault_response(self, fault: Fault) -> Response:
+        if fault.disconnect:
+            return Response(disconnect=True)
+        if fault.error:
+            return self.api.render_error(ApiError(fault.error, fault.message, dict(fault.headers)))
+        try:
+            json.loads(fault.body)
+            content_type = "application/json"
+        except ValueError:
+            content_type = "text/plain; charset=utf-8"
+        return Response(fault.status, fault.body.encode(), content_type, dict(fault.headers))
+
+
+def _corrupt(resp: Response, how: str) -> Response:
+    """A well-formed HTTP answer whose body the client cannot parse."""
+    if how == "truncated":
+        return Response(resp.status, resp.body[: max(1, len(resp.body) // 2)], resp.content_type, resp.headers)
+    if how == "html":
+        page = b"<html><head><title>502 Bad Gateway</title></head><body>upstream hiccup</body></html>"
+        return Response(resp.status, page, "text/html", resp.headers)
+    return Response(resp.status, b"", resp.content_type, resp.headers)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real clients expect
+    server_version = "kcloud-emulator"
+    timeout = 30  # idle keep-alive connections end by themselves
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        resp = self.server.owner.respond(self.command, self.path, self.headers, body)
+        if resp.disconnect:
+            self.close_connection = True
+            return
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        for key, value in resp.headers.items():
+            self.send_header(key, str(value))
+        self.end_headers()
+        self.wfile.write(resp.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the request log lives in /_emulator/state."""
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True

@@ -1,0 +1,234 @@
+"""Real OpenSSH servers for active instances, so that ssh and Ansible really connect.
+
+Each active instance gets its own `sshd` bound to its own loopback address
+(127.R.S.x, with R.S random per emulator process so two emulators do not
+collide), its own host key, and an AuthorizedKeysFile holding only the public
+keys it was launched with. As root, sshd listens on port 22 (or --ssh-port)
+for the provider's login user (Lambda `ubuntu`, DataCrunch `root`); as any
+other user it can only log that user in, on an unprivileged port (2222).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ctypes
+import getpass
+import ipaddress
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+START_TIMEOUT = 5.0
+STOP_TIMEOUT = 3.0
+PUBLIC_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+SSHD_CONFIG = """\
+ListenAddress {ip}:{port}
+HostKey {dir}/ssh_host_ed25519_key
+AuthorizedKeysFile {dir}/authorized_keys
+PidFile {dir}/sshd.pid
+AllowUsers {user}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PrintMotd no
+Subsystem sftp internal-sftp
+LogLevel INFO
+"""
+
+
+def is_public_key(text: str) -> bool:
+    """An OpenSSH one-line public key: `<type> <base64> [comment]`."""
+    parts = text.split()
+    if len(parts) < 2 or parts[0] not in PUBLIC_KEY_TYPES:
+        return False
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except binascii.Error:
+        return False
+    return blob[4:4 + len(parts[0])] == parts[0].encode()
+
+
+def generate_keypair(comment: str) -> tuple[str, str]:
+    """A fresh ed25519 pair (private, public), as Lambda makes when no public key is given."""
+    with tempfile.TemporaryDirectory(prefix="kcloud-emulator-key-") as tmp:
+        path = Path(tmp) / "key"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+        )
+        return path.read_text(), path.with_suffix(".pub").read_text().strip()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the emulator dies without stopping us (Linux only)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+try:
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - non-glibc platforms
+    _LIBC = None
+
+
+class SshdManager:
+    """Starts and stops one sshd per instance. Thread-safe."""
+
+    def __init__(self, workdir: Path, port: int | None = None, address_base: str = "random") -> None:
+        self.workdir = workdir
+        self.is_root = os.geteuid() == 0
+        self.port = port or (22 if self.is_root else 2222)
+        self.base = _address_base(address_base)
+        self.unavailable_reason = _missing_tools()
+        self._next = 2
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def login_user(self, provider_user: str) -> str:
+        return provider_user if self.is_root else getpass.getuser()
+
+    def address(self) -> str:
+        """The next loopback address whose SSH port nobody else is using."""
+        with self._lock:
+            for _ in range(4096):
+                ip = self.base + self._next
+                self._next += 1
+                if ip.packed[3] not in (0, 1, 255) and _port_free(str(ip), self.port):
+                    return str(ip)
+        raise RuntimeError(f"no free loopback address near {self.base}")
+
+    def start(self, instance_id: str, ip: str, provider_user: str, public_keys: list[str]) -> dict:
+        """Run sshd for an instance; returns the `ssh` block reported in the admin state."""
+        user = self.login_user(provider_user)
+        info = {"host": ip, "port": self.port, "user": user}
+        if self.unavailable_reason:
+            return {**info, "available": False, "reason": self.unavailable_reason}
+        try:
+            if self.is_root:
+                _ensure_user(user)
+            proc = self._spawn(instance_id, ip, user, public_keys)
+        except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+            return {**info, "available": False, "reason": str(exc)}
+        with self._lock:
+            self._procs[instance_id] = proc
+        return {**info, "available": True, "pid": proc.pid}
+
+    def _spawn(self, instance_id: str, ip: str, user: str, public_keys: list[str]) -> subprocess.Popen:
+        d = self.workdir / instance_id
+        d.mkdir(parents=True, exist_ok=True)
+        d.chmod(0o755)  # sshd reads authorized_keys as the login user
+        host_key = d / "ssh_host_ed25519_key"
+        if not host_key.exists():
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", instance_id, "-f", str(host_key)],
+                check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            )
+        keys = d / "authorized_keys"
+        keys.write_text("".join(k.strip() + "\n" for k in public_keys))
+        keys.chmod(0o644)
+        config = d / "sshd_config"
+        config.write_text(SSHD_CONFIG.format(ip=ip, port=self.port, dir=d, user=user))
+        if self.is_root:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
+        with open(d / "sshd.log", "ab") as log:
+            proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = (d / "sshd.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"sshd exited with {proc.returncode}: {' | '.join(tail)}")
+            if not _port_free(ip, self.port, connect=True):
+                return proc
+            time.sleep(0.02)
+        _terminate(proc)
+        raise RuntimeError(f"sshd did not listen on {ip}:{self.port} within {START_TIMEOUT}s")
+
+    def running(self) -> set[str]:
+        with self._lock:
+            return set(self._procs)
+
+    def stop(self, instance_id: str) -> None:
+        with self._lock:
+            proc = self._procs.pop(instance_id, None)
+        if proc is not None:
+            _terminate(proc)
+
+    def stop_all(self) -> None:
+        for instance_id in self.running():
+            self.stop(instance_id)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+
+def _missing_tools() -> str | None:
+    if not os.access(SSHD, os.X_OK):
+        return f"{SSHD} not found (apt-get install -y openssh-server): instances are not reachable by SSH"
+    if shutil.which("ssh-keygen") is None:
+        return "ssh-keygen not found: instances are not reachable by SSH"
+    return None
+
+
+def _address_base(spec: str) -> ipaddress.IPv4Address:
+    """127.R.S.0 with random R.S (R >= 16 keeps clear of the commonly used 127.0.x.x)."""
+    if spec == "random":
+        return ipaddress.IPv4Address(f"127.{random.randint(16, 254)}.{random.randint(0, 255)}.0")
+    base = ipaddress.IPv4Address(spec)
+    if not base.is_loopback:
+        raise ValueError(f"ssh address_base must be a loopback address: {spec}")
+    return base
+
+
+def _port_free(ip: str, port: int, connect: bool = False) -> bool:
+    """True if nothing listens on ip:port (probed by connecting, or else by binding)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if connect:
+            sock.settimeout(0.5)
+            return sock.connect_ex((ip, port)) != 0
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+        return True
+
+
+def _ensure_user(user: str) -> None:
+    """As root, create the provider's login user (e.g. `ubuntu`) if this machine lacks it."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        # '*' (not the default '!') so that sshd, without PAM, does not treat it as locked
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user],
+                       check=True, capture_output=True, timeout=30)

@@ -1,0 +1,245 @@
+"""Everything the emulated clouds remember, behind one lock.
+
+Instances move through provider-neutral phases; each provider module maps a
+phase to its own status word (Lambda `booting`, DataCrunch `provisioning`, ...):
+
+    ordered -> booting -> active [-> unhealthy]
+                  ^         |  \\-> offline (DataCrunch shutdown) -> booting
+                  +-restart-+
+    any non-terminal phase -> terminating -> terminated
+
+Timed transitions happen in `advance()`, called by the emulator's ticker;
+`booting -> active` is finished by `activate()` once the instance's sshd runs,
+so an instance never reports active before it answers SSH.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .capacity import Capacity
+from .faults import Fault, RateLimiter, parse_faults
+from .scenario import PROVIDERS, Scenario
+
+LIVE_PHASES = ("ordered", "booting", "active", "unhealthy", "offline")
+REQUEST_LOG_LIMIT = 10000
+
+
+@dataclass
+class Instance:
+    """One emulated machine. Fields other than phase/due/ip/ssh never change after launch."""
+
+    provider: str
+    id: str
+    instance_type: str
+    region: str
+    name: str
+    ssh_keys: list  # copies of the keys it was launched with: {"id", "name", "public_key"}
+    details: dict  # provider-specific launch fields echoed back by the API
+    fault: str | None = None  # "stuck" (never boots) or "unhealthy"
+    fault_after: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    phase: str = "ordered"
+    due: float | None = None  # monotonic time at which the phase ends by itself
+    boot_at: float = 0.0  # monotonic time at which the first boot completes
+    ip: str | None = None  # assigned when it first becomes active
+    ssh: dict = field(default_factory=dict)
+
+
+class State:
+    """The emulator's memory. Public methods lock; callers rendering several fields lock too."""
+
+    def __init__(self, scenario: Scenario, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lock = threading.RLock()
+        self.scenario = scenario
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the scenario's initial state (callers stop the sshds first)."""
+        with self.lock:
+            sc = self.scenario
+            self.capacity = {p: Capacity(sc.catalogs[p], sc.provider(p)["capacity"]) for p in PROVIDERS}
+            self.faults: dict[str, list[Fault]] = {p: parse_faults(sc.provider(p)["faults"]) for p in PROVIDERS}
+            self.limits = {p: RateLimiter(sc.provider(p)["rate_limits"]) for p in PROVIDERS}
+            self.instances: dict[str, Instance] = {}
+            self.ssh_keys: dict[str, dict[str, dict]] = {p: {} for p in PROVIDERS}
+            self.tokens: dict[str, tuple[str, float]] = {}
+            self.requests: deque = deque(maxlen=REQUEST_LOG_LIMIT)
+
+    # --- traffic ---------------------------------------------------------
+
+    def log_request(self, provider: str, method: str, path: str, status: int) -> None:
+        with self.lock:
+            self.requests.append({"provider": provider, "method": method, "path": path, "status": status})
+
+    def retry_after(self, provider: str, is_launch: bool) -> int:
+        with self.lock:
+            return self.limits[provider].retry_after(is_launch, self.clock())
+
+    def due_faults(self, provider: str, method: str, path: str) -> list[Fault]:
+        with self.lock:
+            return [f for f in self.faults[provider] if f.fires(method, path)]
+
+    def add_faults(self, provider: str, specs) -> list[Fault]:
+        faults = parse_faults(specs)
+        with self.lock:
+            self.faults[provider].extend(faults)
+        return faults
+
+    def set_capacity(self, provider: str, rule: dict) -> int:
+        with self.lock:
+            return self.capacity[provider].apply(rule)
+
+    # --- ssh keys --------------------------------------------------------
+
+    def add_key(self, provider: str, key_id: str, name: str, public_key: str) -> dict:
+        key = {"id": key_id, "name": name, "public_key": public_key}
+        with self.lock:
+            self.ssh_keys[provider][key_id] = key
+        return dict(key)
+
+    def keys(self, provider: str) -> list[dict]:
+        with self.lock:
+            return [dict(k) for k in self.ssh_keys[provider].values()]
+
+    def delete_key(self, provider: str, key_id: str) -> bool:
+        with self.lock:
+            return self.ssh_keys[provider].pop(key_id, None) is not None
+
+    # --- OAuth tokens (DataCrunch) ---------------------------------------
+
+    def issue_tokens(self, access_ttl: float, refresh_ttl: float) -> tuple[str, str]:
+        access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        with self.lock:
+            now = self.clock()
+            self.tokens[access] = ("access", now + access_ttl)
+            self.tokens[refresh] = ("refresh", now + refresh_ttl)
+        return access, refresh
+
+    def token_valid(self, token: str, kind: str) -> bool:
+        with self.lock:
+            entry = self.tokens.get(token)
+            return entry is not None and entry[0] == kind and entry[1] > self.clock()
+
+    def revoke_token(self, token: str) -> None:
+        with self.lock:
+            self.tokens.pop(token, None)
+
+    # --- instances -------------------------------------------------------
+
+    def launch(self, instance: Instance) -> bool:
+        """Take one unit of capacity and record the instance; False if none is free."""
+        life = self.scenario.lifecycle
+        with self.lock:
+            if not self.capacity[instance.provider].take(instance.instance_type, instance.region):
+                return False
+            now = self.clock()
+            instance.phase = "ordered"
+            instance.due = now + min(life["order_delay"], life["boot_delay"])
+            instance.boot_at = now + life["boot_delay"]
+            self.instances[instance.id] = instance
+            return True
+
+    def get(self, provider: str, instance_id: str) -> Instance | None:
+        with self.lock:
+            inst = self.instances.get(instance_id)
+            return inst if inst is not None and inst.provider == provider else None
+
+    def list(self, provider: str | None = None) -> list[Instance]:
+        """Instances not yet terminated, oldest first."""
+        with self.lock:
+            return [
+                i for i in self.instances.values()
+                if i.phase != "terminated" and (provider is None or i.provider == provider)
+            ]
+
+    def terminate(self, inst: Instance) -> None:
+        with self.lock:
+            if inst.phase in LIVE_PHASES:
+                inst.phase = "terminating"
+                inst.due = self.clock() + self.scenario.lifecycle["terminate_delay"]
+
+    def reboot(self, inst: Instance) -> None:
+        """Restart (Lambda) or start (DataCrunch): back through booting."""
+        with self.lock:
+            if inst.phase in ("active", "unhealthy", "offline"):
+                self._boot(inst, self.clock() + self.scenario.lifecycle["boot_delay"])
+
+    def shutdown(self, inst: Instance) -> None:
+        with self.lock:
+            if inst.phase in ("active", "unhealthy", "booting"):
+                inst.phase, inst.due = "offline", None
+
+    def _boot(self, inst: Instance, due: float) -> None:
+        inst.phase, inst.due = "booting", due
+
+    def advance(self) -> list[Instance]:
+        """Apply timed transitions; returns the instances whose boot is complete (to activate)."""
+        ready = []
+        with self.lock:
+            now = self.clock()
+            for inst in self.instances.values():
+                if inst.due is None or inst.due > now:
+                    continue
+                if inst.phase == "ordered":
+                    self._boot(inst, inst.boot_at)
+                elif inst.phase == "booting" and inst.fault != "stuck":
+                    ready.append(inst)
+                elif inst.phase == "active":  # only an unhealthy fault sets a due time here
+                    inst.phase, inst.due = "unhealthy", None
+                elif inst.phase == "terminating":
+                    inst.phase, inst.due = "terminated", None
+                    self.capacity[inst.provider].give(inst.instance_type, inst.region)
+        return ready
+
+    def activate(self, inst: Instance, ip: str, ssh: dict) -> bool:
+        """Finish a boot once its sshd runs; False if the instance moved on meanwhile."""
+        with self.lock:
+            if inst.phase != "booting":
+                return False
+            inst.phase, inst.ip, inst.ssh = "active", ip, ssh
+            inst.due = self.clock() + inst.fault_after if inst.fault == "unhealthy" else None
+            return True
+
+    def active_ids(self) -> set[str]:
+        with self.lock:
+            return {i.id for i in self.instances.values() if i.phase == "active"}
+
+    # --- admin view ------------------------------------------------------
+
+    def snapshot(self, statuses: dict[str, dict[str, str]]) -> dict:
+        """The admin view; `statuses` maps provider -> phase -> provider status word."""
+        with self.lock:
+            return {
+                "instances": [
+                    {
+                        "provider": i.provider,
+                        "id": i.id,
+                        "name": i.name,
+                        "instance_type": i.instance_type,
+                        "region": i.region,
+                        "status": statuses[i.provider][i.phase],
+                        "phase": i.phase,
+                        "ip": i.ip,
+                        "ssh_keys": [k["name"] for k in i.ssh_keys],
+                        "ssh": dict(i.ssh),
+                        "fault": i.fault,
+                        "created_at": iso_time(i.created_at),
+                    }
+                    for i in self.list()
+                ],
+                "ssh_keys": [dict(k, provider=p) for p in PROVIDERS for k in self.ssh_keys[p].values()],
+                "requests": list(self.requests),
+                "capacity": {p: self.capacity[p].snapshot() for p in PROVIDERS},
+                "faults": {p: [f.public() for f in self.faults[p]] for p in PROVIDERS},
+            }
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
