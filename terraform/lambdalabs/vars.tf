@@ -1,0 +1,1 @@
+../modules/kcloud/variables.tf

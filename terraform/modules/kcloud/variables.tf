@@ -1,0 +1,57 @@
+# Inputs of one kcloud machine. Every value comes from terraform.tfvars, rendered by
+# `make bringup` from .config and the launch-time plan; none of them is a secret.
+
+variable "name" {
+  description = "Instance name, unique per project (<KDEVOPS_HOSTS_PREFIX>-<host>); an instance already named so is adopted"
+  type        = string
+}
+
+variable "candidates" {
+  description = "Ordered (instance_type, region) pairs; create fails over along this list"
+  type = list(object({
+    instance_type = string
+    region        = string
+  }))
+}
+
+variable "ssh_key_name" {
+  description = "Name of the SSH key in the cloud"
+  type        = string
+}
+
+variable "ssh_public_key" {
+  description = "OpenSSH public key text; registers a new key named ssh_key_name (unused when ssh_key_id is set)"
+  type        = string
+  default     = ""
+}
+
+variable "ssh_key_id" {
+  description = "Id of a key already registered in the cloud (shared key mode); \"\" = register ssh_public_key"
+  type        = string
+  default     = ""
+}
+
+variable "image" {
+  description = "Image id or family; \"\" = the cloud's default"
+  type        = string
+  default     = ""
+}
+
+variable "user_data" {
+  description = "cloud-init user data"
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "boot_timeout" {
+  description = "Seconds to wait for a launched instance to become active before trying the next candidate"
+  type        = number
+  default     = 600
+}
+
+variable "poll_interval" {
+  description = "Seconds between status polls while booting"
+  type        = number
+  default     = 5
+}
