@@ -151,7 +151,9 @@ class ApiServer:
         self.httpd.owner = self
         self.port = self.httpd.server_address[1]
         self.url = f"http://{HOST}:{self.port}{api.base_path}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"emulator-{api.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"emulator-{api.name}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
