@@ -48,7 +48,7 @@ def kstr(text: str) -> str:
 
 
 def help_line(text: str) -> str:
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text)).rstrip()
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(text)).replace("$(", "$ (").rstrip()
 
 
 def wrap_help(lines: list[str], width: int = 70) -> list[str]:
