@@ -2,8 +2,11 @@
 
 A fault matches requests by method and a glob on the path below the API base
 (`/instance-operations/launch`, `/instances/*`); it fires on the `nth` matching
-request and the `times - 1` after it (`times: 0` = every one from `nth` on).
-Counting is per fault, so two faults never steal matches from each other.
+request that reaches it and the `times - 1` after it (`times: 0` = every one
+from `nth` on). Faults are checked in schedule order, and one that answers in
+the API's place (error, status, disconnect) hides that request from the faults
+after it: "three 429s, then a malformed body on the 1st /instance-types" means
+the first answer that is not a 429.
 """
 
 from __future__ import annotations

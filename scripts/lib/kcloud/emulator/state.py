@@ -83,8 +83,19 @@ class State:
             return self.limits[provider].retry_after(is_launch, self.clock())
 
     def due_faults(self, provider: str, method: str, path: str) -> list[Fault]:
+        """The faults that apply to a request, in schedule order.
+
+        A fault that answers in the API's place ends the list: that request
+        never reached the API, so the faults after it do not see it.
+        """
+        due = []
         with self.lock:
-            return [f for f in self.faults[provider] if f.fires(method, path)]
+            for fault in self.faults[provider]:
+                if fault.fires(method, path):
+                    due.append(fault)
+                    if fault.responds:
+                        break
+        return due
 
     def add_faults(self, provider: str, specs) -> list[Fault]:
         faults = parse_faults(specs)
