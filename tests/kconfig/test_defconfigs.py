@@ -191,22 +191,63 @@ def test_menuconfig_runs_kconfiglib_menuconfig_then_writes_extra_vars(tree, run_
     assert seen["config"] == str(tree / ".config")
     extra = yaml.safe_load((tree / "extra_vars.yaml").read_text())
     assert extra["terraform_lambdalabs_instance_type"] == "A100_OR_LESS"
+    assert "SMART_CHEAPEST=y" in (tree / ".config.old").read_text()     # kept, like kconfig
+    assert temp_files(tree) == []
 
 
-def test_kdevops_style_defconfig_lines_work(tree):
-    """A kdevops defconfig for these providers (same symbol names) loads without surprises."""
-    (tree / "defconfigs" / "kdevops-style").write_text(
-        "CONFIG_TERRAFORM=y\nCONFIG_TERRAFORM_DATACRUNCH=y\n"
-        "CONFIG_TERRAFORM_DATACRUNCH_INSTANCE_TYPE_1A100_40S_22V=y\nCONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y\n")
+KDEVOPS_LAMBDALABS = """# kdevops-style: smart cheapest, unique key
+CONFIG_TERRAFORM=y
+CONFIG_TERRAFORM_LAMBDALABS=y
+CONFIG_TERRAFORM_LAMBDALABS_SMART_CHEAPEST=y
+CONFIG_TERRAFORM_LAMBDALABS_SSH_KEY_UNIQUE=y
+CONFIG_TERRAFORM_LAMBDALABS_SSH_KEY_AUTO_CREATE=y
+CONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y
+CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE=y
+CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE=y
+"""
+KDEVOPS_DATACRUNCH = """CONFIG_TERRAFORM=y
+CONFIG_TERRAFORM_DATACRUNCH=y
+CONFIG_TERRAFORM_DATACRUNCH_INSTANCE_TYPE_1A100_40S_22V=y
+CONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y
+CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE=y
+CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE=y
+CONFIG_WORKFLOWS=y
+CONFIG_WORKFLOWS_TESTS=y
+CONFIG_WORKFLOWS_LINUX_TESTS=y
+CONFIG_WORKFLOWS_DEDICATED_WORKFLOW=y
+"""
+
+
+@pytest.mark.parametrize("text, value", [(KDEVOPS_LAMBDALABS, "cheapest"), (KDEVOPS_DATACRUNCH, "1A100.40S.22V")])
+def test_kdevops_defconfig_lines_load_without_warnings(tree, text, value):
+    """kdevops defconfigs for these providers (same symbol names) keep working."""
+    (tree / "defconfigs" / "kdevops-style").write_text(text)
     result = kbuild.defconfig("kdevops-style")
     assert result.warnings == []
-    assert kconfig_config.load_settings(tree / ".config").selection.value == "1A100.40S.22V"
+    s = kconfig_config.load_settings(tree / ".config")
+    assert (s.selection.kind if value == "cheapest" else s.selection.value) == value and s.ssh_genkey
+
+
+def test_an_instance_type_the_fragments_lack_is_refused_not_swapped(tree, run_cli):
+    """After make cloud-config offered a new type and make clean-cloud-config removed it,
+    olddefconfig must not quietly fall back to the cheapest GPU."""
+    live = fake_live("lambdalabs")
+    from kcloud.catalog import InstanceType
+    live.types["gpu_1x_new"] = InstanceType("gpu_1x_new", "New (99 GB)", 1, 99, 8, 64, 9.99)
+    generate.write_set(generate.fragment_files(tree, "lambdalabs", paths.GENERATED, generate.render("lambdalabs", live)))
+    kbuild.defconfig("lambdalabs", ["TERRAFORM_LAMBDALABS_INSTANCE_TYPE_GPU_1X_NEW=y"])
+    assert kconfig_config.load_settings(tree / ".config").selection.value == "gpu_1x_new"
+    before = (tree / ".config").read_bytes()
+    assert run_cli("clean-cloud-config")[0] == 0
+    code, out, err = run_cli("olddefconfig")
+    assert code == 1 and "CONFIG_TERRAFORM_LAMBDALABS_INSTANCE_TYPE_GPU_1X_NEW=y names an instance type" in err
+    assert "make cloud-config" in err and (tree / ".config").read_bytes() == before
 
 
 def test_unknown_symbol_in_a_defconfig_is_reported_as_warning(tree, run_cli):
     (tree / "defconfigs" / "stale").write_text("CONFIG_TERRAFORM_LAMBDALABS=y\nCONFIG_GONE_SYMBOL=y\n")
     code, out, err = run_cli("defconfig", "stale")
-    assert code == 0 and "warning:" in err and "GONE_SYMBOL" in err
+    assert code == 0 and "warning: stale: CONFIG_GONE_SYMBOL is not a kcloud symbol; ignored" in err
 
 
 def test_the_tripwire_itself_catches_network_and_shell(tmp_path, no_network):

@@ -25,6 +25,16 @@ from kcloud.errors import ConfigError
 from kcloud.kconfig import config as kconfig_config
 from kcloud.kconfig import paths
 
+# kdevops symbols for these providers whose "=y" means what kcloud does by default anyway
+# (smart cheapest type, any region, a generated per-directory key, workflows on): a kdevops
+# defconfig carrying them loads without warnings. {P} is each provider's upper-case name.
+KDEVOPS_DEFAULT_EQUIVALENTS = (
+    "TERRAFORM_{P}_SMART_CHEAPEST", "TERRAFORM_{P}_REGION_SMART_INFER", "TERRAFORM_{P}_LOCATION_AUTO",
+    "TERRAFORM_{P}_SSH_KEY_UNIQUE", "TERRAFORM_{P}_SSH_KEY_AUTO_CREATE",
+    "TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE", "TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE",
+    "WORKFLOWS", "WORKFLOWS_TESTS", "WORKFLOWS_LINUX_TESTS", "WORKFLOWS_DEDICATED_WORKFLOW",
+)
+_INSTANCE_TYPE_MEMBER = re.compile(r"^TERRAFORM_[A-Z0-9]+_INSTANCE_TYPE_[A-Z0-9_]+$")
 HEADER = "# kcloud configuration: make menuconfig, make defconfig-<name>; do not edit by hand\n"
 _env_lock = threading.Lock()
 
@@ -45,15 +55,16 @@ def _environment(values: dict[str, str]):
                     os.environ[k] = v
 
 
-def load_kconfig(tree: str | os.PathLike | None = None):
+def load_kconfig(tree: str | os.PathLike | None = None, cls=None):
     """Parse the Kconfig tree (no network). Raises ConfigError on a broken tree."""
     import kconfiglib
+    cls = cls or kconfiglib.Kconfig
     tree = paths.srctree(tree)
     if not (tree / "Kconfig").is_file():
         raise ConfigError(f"no Kconfig in {tree}", hint="run kcloud from the project directory")
     try:
         with _environment(paths.kconfig_env(tree)):
-            kconf = kconfiglib.Kconfig("Kconfig", warn_to_stderr=False)
+            kconf = cls("Kconfig", warn_to_stderr=False)
     except kconfiglib.KconfigError as exc:
         first = " ".join(str(exc).split())
         raise ConfigError(f"Kconfig: {first}",
@@ -61,7 +72,7 @@ def load_kconfig(tree: str | os.PathLike | None = None):
     except OSError as exc:
         raise ConfigError(f"Kconfig: {exc.filename or ''}: {exc.strerror}",
                           hint="regenerate the shipped fragments with: scripts/kcloud cloud-config --offline") from None
-    kconf.warn_assign_undef = True      # a defconfig line naming no symbol is worth a warning
+    kconf.warn_assign_undef = False     # _load() reports undefined symbols itself
     kconf.warn_assign_redun = False
     return kconf
 
@@ -168,8 +179,31 @@ def _save(kconf, config: Path) -> Path:
     return kconfig_config.write_extra_vars(config)
 
 
-def _warnings(kconf) -> list[str]:
-    return [" ".join(w.split()) for w in kconf.warnings]
+def _kdevops_equivalents() -> set[str]:
+    from kcloud import providers
+    return {name.format(P=p.upper()) for name in KDEVOPS_DEFAULT_EQUIVALENTS for p in providers.names()}
+
+
+def _load(kconf, path: Path) -> list[str]:
+    """load_config (replacing everything) and judge assignments to undefined symbols:
+    a kdevops default-equivalent is fine, an unknown instance type is an error (silently
+    falling back to the choice default would launch something else), the rest a warning."""
+    kconf.load_config(str(path), replace=True)
+    notes = []
+    harmless = _kdevops_equivalents()
+    for name, value in kconf.missing_syms:
+        if value.startswith("y") and name in harmless:
+            continue
+        if value.startswith("y") and _INSTANCE_TYPE_MEMBER.match(name):
+            raise ConfigError(f"{path.name}: CONFIG_{name}=y names an instance type the current Kconfig "
+                              "does not offer",
+                              hint="run make cloud-config if the type is new, or pick another with make menuconfig")
+        notes.append(f"{path.name}: CONFIG_{name} is not a kcloud symbol; ignored")
+    return notes
+
+
+def _warnings(kconf, notes: list[str] = ()) -> list[str]:
+    return [" ".join(w.split()) for w in kconf.warnings] + list(notes)
 
 
 def _config_path(config) -> Path:
@@ -188,25 +222,25 @@ def defconfig(name: str, sets: Iterable[str] = (), tree=None, config=None) -> Re
     path = _defconfig_path(tree, name)
     overrides = parse_sets(sets)
     kconf = load_kconfig(tree)
-    kconf.load_config(str(path), replace=True)
+    notes = _load(kconf, path)
     _apply_sets(kconf, overrides)
     extra = _save(kconf, config)
-    return Result(config, extra, _warnings(kconf), time.perf_counter() - start)
+    return Result(config, extra, _warnings(kconf, notes), time.perf_counter() - start)
 
 
-def _load_existing(kconf, config: Path) -> None:
+def _load_existing(kconf, config: Path) -> list[str]:
     if not config.is_file():
         raise ConfigError(f"{config} not found", hint="run make defconfig-<name> first (make help lists them)")
-    kconf.load_config(str(config), replace=True)
+    return _load(kconf, config)
 
 
 def olddefconfig(tree=None, config=None) -> Result:
     start = time.perf_counter()
     config = _config_path(config)
     kconf = load_kconfig(tree)
-    _load_existing(kconf, config)
+    notes = _load_existing(kconf, config)
     extra = _save(kconf, config)
-    return Result(config, extra, _warnings(kconf), time.perf_counter() - start)
+    return Result(config, extra, _warnings(kconf, notes), time.perf_counter() - start)
 
 
 def savedefconfig(tree=None, config=None, output=None) -> Result:
@@ -215,16 +249,38 @@ def savedefconfig(tree=None, config=None, output=None) -> Result:
     config = _config_path(config)
     output = Path(output or config.parent / "defconfig").absolute()
     kconf = load_kconfig(tree)
-    _load_existing(kconf, config)
+    notes = _load_existing(kconf, config)
     _write_atomic(output, lambda tmp: kconf.write_min_config(tmp))
-    return Result(output, None, _warnings(kconf), time.perf_counter() - start)
+    return Result(output, None, _warnings(kconf, notes), time.perf_counter() - start)
+
+
+def _atomic_kconfig_class():
+    """A Kconfig whose saves (menuconfig calls write_config/write_min_config) go through a
+    temporary file + rename, keeping .config.old like kconfig does."""
+    import kconfiglib
+
+    class AtomicKconfig(kconfiglib.Kconfig):
+        def write_config(self, filename=None, header=None, save_old=True, verbose=None):
+            target = Path(filename or _config_path(None)).absolute()
+            if save_old and target.is_file():
+                _write_atomic(target.with_name(target.name + ".old"), lambda t: shutil.copyfile(target, t))
+            _write_atomic(target, lambda tmp: super(AtomicKconfig, self).write_config(
+                tmp, header=HEADER if header is None else header, save_old=False))
+            return f"Configuration saved to '{target}'"
+
+        def write_min_config(self, filename, header=None):
+            target = Path(filename).absolute()
+            _write_atomic(target, lambda tmp: super(AtomicKconfig, self).write_min_config(tmp, header=header))
+            return f"Minimal configuration saved to '{target}'"
+
+    return AtomicKconfig
 
 
 def menuconfig(tree=None, config=None) -> Result:
     """kconfiglib's curses menuconfig on .config; extra_vars.yaml follows what was saved."""
     import menuconfig as kconfiglib_menuconfig
     config = _config_path(config)
-    kconf = load_kconfig(tree)
+    kconf = load_kconfig(tree, cls=_atomic_kconfig_class())
     with _environment({"KCONFIG_CONFIG": str(config)}):
         kconfiglib_menuconfig.menuconfig(kconf)
     extra = None

@@ -25,16 +25,21 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[4]
 
 def srctree(explicit: str | os.PathLike | None = None) -> Path:
     """The Kconfig tree: explicit, else $KCLOUD_SRCTREE, else the working directory when it
-    holds a Kconfig (make runs there, and scripted copies of the project work), else the
+    is a kcloud tree (make runs there, and scripted copies of the project work), else the
     project this package belongs to."""
     if explicit:
         return Path(explicit).resolve()
     if os.environ.get("KCLOUD_SRCTREE"):
         return Path(os.environ["KCLOUD_SRCTREE"]).resolve()
     cwd = Path.cwd()
-    if (cwd / "Kconfig").is_file():
+    if is_tree(cwd):
         return cwd
     return PACKAGE_ROOT
+
+
+def is_tree(path: Path) -> bool:
+    """A kcloud Kconfig tree (not, say, the kernel tree the user happens to be in)."""
+    return (path / "Kconfig").is_file() and (path / "kconfigs" / "Kconfig.bringup").is_file()
 
 
 def fragment_dir(tree: Path, provider: str) -> Path:
