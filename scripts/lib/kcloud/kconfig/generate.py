@@ -58,7 +58,7 @@ def wrap_help(lines: list[str], width: int = 70) -> list[str]:
         line = help_line(line)
         indent = line[:len(line) - len(line.lstrip())]
         out += textwrap.wrap(line, width, initial_indent="", subsequent_indent=indent + "  ",
-                             break_on_hyphens=False, drop_whitespace=False) or [""]
+                             break_on_hyphens=False) or [""]
     return [l.rstrip() for l in out]
 
 
@@ -338,6 +338,8 @@ def _refresh_one(tree: Path, provider: str, fetch: Callable[[str], Catalog]) -> 
     except Exception as exc:   # any failure: keep what was there, report one line
         reason = exc.line() if hasattr(exc, "line") else f"{type(exc).__name__}: {exc}"
         reason = redact(" ".join(str(reason).split()))
+        if reason.startswith(f"{provider}: "):        # errors already name their provider
+            reason = reason[len(provider) + 2:]
         return Outcome(provider, False, f"{provider}: kept previous fragments: {reason}")
     with_capacity = sum(1 for n in live.types if live.available_regions(n))
     return Outcome(provider, True,
