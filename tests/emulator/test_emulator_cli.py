@@ -1,0 +1,67 @@
+"""`python -m kcloud.emulator`: two export lines first, clean stop on SIGTERM/SIGINT."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import kcloud.emulator
+from emuhelpers import DataCrunchClient, wait_for
+
+LIB = Path(kcloud.emulator.__file__).resolve().parents[2]
+
+
+def first_lines(proc, count, timeout=15):
+    """The first `count` stdout lines, read in a thread so a silent process cannot hang the test."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout.readline() for _ in range(count)), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert len(lines) == count, f"emulator printed {lines!r} within {timeout}s"
+    return [line.rstrip("\n") for line in lines]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_cli_prints_exports_first_and_stops_cleanly(tmp_path, stop_signal):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kcloud.emulator", "--scenario", "default", "--boot-delay", "0.1",
+         "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(LIB)},
+    )
+    try:
+        lam_line, dc_line = first_lines(proc, 2)
+        assert re.fullmatch(r"export LAMBDALABS_API_URL=http://127\.0\.0\.1:\d+/api/v1", lam_line)
+        assert re.fullmatch(r"export DATACRUNCH_API_URL=http://127\.0\.0\.1:\d+/v1", dc_line)
+        dc_url = dc_line.split("=", 1)[1]
+        dc = DataCrunchClient(dc_url)
+        body = {"instance_type": "CPU.4V.16G", "image": "ubuntu-24.04", "hostname": "h", "description": "d"}
+        iid = dc("POST", "/instances", json=body).text
+        wait_for(lambda: dc("GET", f"/instances/{iid}").json()["status"] == "running")
+        with urllib.request.urlopen(dc_url.rsplit("/v1", 1)[0] + "/_emulator/state", timeout=10) as r:
+            ssh = json.load(r)["instances"][0]["ssh"]
+        assert list(tmp_path.iterdir()), "the emulator keeps its temp dir under --state-dir"
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=15) == 0, proc.stderr.read()
+        if ssh["available"]:
+            assert not Path(f"/proc/{ssh['pid']}").exists(), "sshd outlived the emulator"
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_cli_rejects_an_unknown_scenario():
+    proc = subprocess.run([sys.executable, "-m", "kcloud.emulator", "--scenario", "no-such-thing"],
+                          capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(LIB)})
+    assert proc.returncode == 2 and proc.stdout == "" and "no such file" in proc.stderr

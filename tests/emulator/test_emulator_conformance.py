@@ -1,0 +1,138 @@
+"""The official clients, unchanged, against the emulator: the proof that it is faithful.
+
+DataCrunch: the `verda` SDK (1.25.0). Lambda: `lambda_ai_cloud_api_client`, generated
+from Lambda's OpenAPI; its paths include /api/v1, so its base_url is the bare host.
+`raise_on_unexpected_status` makes any status the spec does not document an error.
+"""
+
+import time
+
+import pytest
+
+from emuhelpers import LAMBDA_KEY, wait_for
+
+verda = pytest.importorskip("verda")
+lambda_client = pytest.importorskip("lambda_ai_cloud_api_client")
+
+from lambda_ai_cloud_api_client.api.filesystems import list_filesystems  # noqa: E402
+from lambda_ai_cloud_api_client.api.images import list_images  # noqa: E402
+from lambda_ai_cloud_api_client.api.instances import (  # noqa: E402
+    get_instance, launch_instance, list_instance_types, list_instances, restart_instance, terminate_instance,
+)
+from lambda_ai_cloud_api_client.api.ssh_keys import add_ssh_key, delete_ssh_key, list_ssh_keys  # noqa: E402
+from lambda_ai_cloud_api_client.models import (  # noqa: E402
+    AddSSHKeyRequest, ApiErrorInsufficientCapacity, ApiErrorLaunchResourceNotFound, GeneratedSSHKey,
+    InstanceLaunchRequest, InstanceRestartRequest, InstanceStatus, InstanceTerminateRequest,
+)
+from verda.exceptions import APIException  # noqa: E402
+
+
+def verda_client(emu):
+    return verda.VerdaClient("emulator-client", "emulator-secret", base_url=emu.datacrunch_url)
+
+
+def test_verda_sdk_catalog_calls(emu):
+    client = verda_client(emu)
+    types = client.instance_types.get()
+    assert len(types) == 36 and {t.instance_type for t in types} >= {"1B300.30V", "CPU.180V.720G"}
+    b300 = next(t for t in types if t.instance_type == "1B300.30V")
+    assert (b300.price_per_hour, b300.spot_price_per_hour, b300.currency) == (6.99, 2.447, "usd")
+    assert client.instance_types.get(currency="eur")[0].currency == "eur"
+    assert [loc["code"] for loc in client.locations.get()] == ["FIN-01", "FIN-02", "FIN-03", "ICE-01"]
+    everywhere = client.instances.get_availabilities()
+    assert len(everywhere) == 4 and all("availabilities" in loc for loc in everywhere)
+    (ice,) = client.instances.get_availabilities(is_spot=True, location_code="ICE-01")
+    assert "1B300.30V" in ice["availabilities"]
+    assert client.instances.is_available("1B300.30V", location_code="ICE-01") is True
+    assert client.instances.is_available("1V100.6V", location_code="ICE-01") is False
+    images = client.images.get()
+    assert images and {i.image_type for i in client.images.get(instance_type="CPU.4V.16G")} < {i.image_type for i in images}
+    assert client.balance.get().currency == "usd"
+
+
+def test_verda_sdk_ssh_keys_create_get_delete(emu, keypair):
+    client = verda_client(emu)
+    public = keypair()[1]
+    key = client.ssh_keys.create("k", public)
+    assert client.ssh_keys.get_by_id(key.id).public_key == public
+    other = client.ssh_keys.create("other", keypair("other")[1])
+    assert {k.name for k in client.ssh_keys.get()} == {"k", "other"}
+    client.ssh_keys.delete_by_id(key.id)
+    client.ssh_keys.delete([other.id])
+    assert client.ssh_keys.get() == []
+
+
+def test_verda_sdk_instance_lifecycle_and_capacity_error(emulator, keypair):
+    emu = emulator({"extends": "default", "lifecycle": {"terminate_delay": 0.1},
+                    "datacrunch": {"capacity": [{"type": "1B300.30V", "region": "*", "count": 0}]}})
+    client = verda_client(emu)
+    key = client.ssh_keys.create("k", keypair()[1])
+    inst = client.instances.create(instance_type="1V100.6V", image="ubuntu-24.04-cuda-12.8-open-docker",
+                                   hostname="train-1", description="kcloud", ssh_key_ids=[key.id], location="FIN-01",
+                                   os_volume={"name": "train-1-os", "size": 100}, initial_interval=0.05)
+    assert inst.status in ("provisioning", "running") and inst.location == "FIN-01"
+    running = wait_for(lambda: (i := client.instances.get_by_id(inst.id)).status == "running" and i)
+    assert running.ip and running.ssh_key_ids == [key.id]
+    assert [i.id for i in client.instances.get(status="running")] == [inst.id]
+    client.instances.action(inst.id, "delete")
+    wait_for(lambda: client.instances.get() == [])
+    with pytest.raises(APIException) as exc:
+        client.instances.create(instance_type="1B300.30V", image="ubuntu-24.04-cuda-12.8-open-docker",
+                                hostname="h", description="d", location="FIN-03")
+    assert exc.value.code == "service_unavailable" and "Not enough resources" in exc.value.message
+
+
+def test_verda_sdk_refreshes_an_expired_token(emulator):
+    client = verda_client(emulator({"datacrunch": {"credentials": {"token_expires_in": 0.2}}}))
+    time.sleep(0.3)
+    assert client.locations.get()  # the SDK refreshed (or re-authenticated) before calling
+
+
+def test_verda_sdk_bad_secret_raises_unauthorized(emu):
+    with pytest.raises(APIException) as exc:
+        verda.VerdaClient("emulator-client", "wrong", base_url=emu.datacrunch_url)
+    assert exc.value.code == "unauthorized_request"
+
+
+def lambda_api(emu, key=LAMBDA_KEY):
+    return lambda_client.AuthenticatedClient(base_url=emu.lambdalabs_url.rsplit("/api/v1", 1)[0], token=key,
+                                             raise_on_unexpected_status=True)
+
+
+def test_lambda_client_parses_every_answer(emulator):
+    emu = emulator({"extends": "default", "lambdalabs": {"capacity": [{"type": "gpu_1x_gh200", "region": "*", "count": 0}]}})
+    client = lambda_api(emu)
+    types = list_instance_types.sync(client=client).data.additional_properties
+    assert len(types) == 25 and types["gpu_1x_gh200"].regions_with_capacity_available == []
+    assert list_images.sync(client=client).data
+    assert list_filesystems.sync(client=client).data == []
+    key = add_ssh_key.sync(client=client, body=AddSSHKeyRequest(name="gen")).data
+    assert isinstance(key, GeneratedSSHKey) and key.private_key
+    assert [k.name for k in list_ssh_keys.sync(client=client).data] == ["gen"]
+
+    def launch(type_name, key_name="gen"):
+        body = InstanceLaunchRequest.from_dict(
+            {"region_name": "us-east-1", "instance_type_name": type_name, "ssh_key_names": [key_name], "name": "t"})
+        return launch_instance.sync(client=client, body=body)
+
+    (iid,) = launch("gpu_1x_a10").data.instance_ids
+    assert get_instance.sync(id=iid, client=client).data.status == InstanceStatus.BOOTING
+    wait_for(lambda: get_instance.sync(id=iid, client=client).data.status == InstanceStatus.ACTIVE)
+    (listed,) = list_instances.sync(client=client).data
+    assert listed.ip and listed.region.name == "us-east-1" and listed.actions.terminate.available
+    assert isinstance(launch("gpu_1x_gh200").error, ApiErrorInsufficientCapacity)
+    assert isinstance(launch("gpu_1x_a10", "missing").error, ApiErrorLaunchResourceNotFound)
+    restart = restart_instance.sync(client=client, body=InstanceRestartRequest(instance_ids=[iid]))
+    assert restart.data.restarted_instances[0].status == InstanceStatus.BOOTING
+    done = terminate_instance.sync(client=client, body=InstanceTerminateRequest(instance_ids=[iid]))
+    assert done.data.terminated_instances[0].status == InstanceStatus.TERMINATING
+    missing = terminate_instance.sync(client=client, body=InstanceTerminateRequest(instance_ids=["0" * 32]))
+    assert missing.error.code == "global/object-does-not-exist"
+    assert get_instance.sync(id="0" * 32, client=client).error.code == "global/object-does-not-exist"
+    assert delete_ssh_key.sync(id=key.id, client=client).data.to_dict() == {}
+    assert delete_ssh_key.sync(id=key.id, client=client).error.code == "global/invalid-parameters"
+
+
+def test_lambda_client_parses_401(emu):
+    answer = list_instances.sync(client=lambda_api(emu, "wrong-key"))
+    assert answer.error.code == "global/invalid-api-key"
