@@ -25,6 +25,11 @@ output "price" {
   value       = module.kcloud.price
 }
 
+output "price_per_hour" {
+  description = "USD per hour (same as price)"
+  value       = module.kcloud.price_per_hour
+}
+
 output "login_user" {
   value = module.kcloud.login_user
 }

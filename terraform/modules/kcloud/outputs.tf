@@ -23,6 +23,11 @@ output "price" {
   value       = kcloud_instance.this.price_per_hour
 }
 
+output "price_per_hour" {
+  description = "USD per hour (same as price)"
+  value       = kcloud_instance.this.price_per_hour
+}
+
 output "login_user" {
   value = kcloud_instance.this.login_user
 }

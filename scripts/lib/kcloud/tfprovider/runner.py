@@ -29,7 +29,8 @@ from typing import Callable
 
 from kcloud.errors import KcloudError
 from kcloud.redact import redact
-from kcloud.tfprovider import install
+from kcloud.tfprovider import install, tfvars
+from kcloud.tfprovider.install import terraform_binary  # noqa: F401  (re-exported for callers)
 
 LineCallback = Callable[[str], None]
 _STRIPPED_ENV = ("TF_CLI_CONFIG_FILE", "TERRAFORM_CONFIG", "TF_PLUGIN_CACHE_DIR", "TF_DATA_DIR", "TF_WORKSPACE",
@@ -67,6 +68,11 @@ class TerraformError(KcloudError):
     def report(self) -> str:
         """Every error with its detail (e.g. the failover table), for the user to read."""
         return "\n\n".join(f"Error: {d}" for d in self.diagnostics) or str(self)
+
+
+def render_tfvars(root_dir: str | os.PathLike, **values) -> Path:
+    """Write <root>/terraform.tfvars (see tfvars.render for the values) and return its path."""
+    return tfvars.write(Path(root_dir) / "terraform.tfvars", **values)
 
 
 def parse_diagnostics(lines: list[str], severity: str = "Error") -> list[Diagnostic]:
@@ -223,7 +229,9 @@ class Terraform:
             except KeyboardInterrupt:
                 if interrupted_at is None:
                     interrupted_at = time.monotonic()
-                    _signal(proc, signal.SIGINT, group=False)
+                    # To the whole group, as a terminal's Ctrl-C would: terraform <= 1.0 runs
+                    # itself under panicwrap, whose parent ignores SIGINT; plugins ignore it too.
+                    _signal(proc, signal.SIGINT, group=True)
                     _say(on_line, f"kcloud: interrupted; terraform is finishing the in-flight call and saving "
                                   f"its state (at most {self.stop_timeout:.0f} s)")
                 else:
