@@ -78,7 +78,12 @@ def emulator():
 
 
 @pytest.fixture
-def live_env(emulator, monkeypatch, home):
+def live_env(emulator, monkeypatch, tmp_path):
+    home = tmp_path / "home"                     # no real credentials file is ever read
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KCLOUD_HTTP_BACKOFF", "0.05")
+    monkeypatch.setenv("KCLOUD_CLIENT_RATE_LIMITS", "off")
     monkeypatch.setenv("LAMBDALABS_API_URL", emulator.lambdalabs_url)
     monkeypatch.setenv("DATACRUNCH_API_URL", emulator.datacrunch_url)
     for k, v in EMULATOR_CREDENTIALS.items():
