@@ -171,7 +171,10 @@ def compute_view(provider: str, live: Catalog | None) -> dict:
                               eight_x=t.gpu_count >= 8))
 
     _check_unique(provider, "instance type", members)
-    return {"members": members, "default": "SMART_CHEAPEST",
+    default = symbol_suffix(d.get("kconfig_default_instance_type", "SMART_CHEAPEST"))
+    if default not in {m.suffix for m in members}:
+        raise ConfigError(f"{provider}: kconfig_default_instance_type '{default}' is not an instance type choice")
+    return {"members": members, "default": default,
             "eight_x": [m.suffix for m in members if m.eight_x]}
 
 
