@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import statistics
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -39,15 +40,18 @@ def bench_cloud_config(runs: int = 5) -> None:
     try:
         with start(scenario="default", latency_ms=LATENCY_MS) as emu:
             os.environ.update(EMULATOR_CREDENTIALS, LAMBDALABS_API_URL=emu.lambdalabs_url,
-                              DATACRUNCH_API_URL=emu.datacrunch_url, KCLOUD_CLIENT_RATE_LIMITS="off")
-            import tempfile
+                              DATACRUNCH_API_URL=emu.datacrunch_url)
             with tempfile.TemporaryDirectory() as out:
                 for _ in range(runs):
-                    before = {p: len(emu.state(p)["requests"]) for p in CHAIN}
+                    before = len(emu.state()["requests"])
                     t0 = time.perf_counter()
-                    generate.cloud_config(list(CHAIN), root=out)
+                    outcomes = generate.cloud_config(list(CHAIN), root=out)
                     walls.append(time.perf_counter() - t0)
-                    counts = {p: len(emu.state(p)["requests"]) - before[p] for p in CHAIN}
+                    log = emu.state()["requests"][before:]
+                    counts = {p: sum(1 for r in log if r["provider"] == p) for p in CHAIN}
+                    failed = [o for o in outcomes if not getattr(o, "ok", True)]
+                    if failed:
+                        raise errors.KcloudError(f"cloud-config failed during the benchmark: {failed}")
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -60,7 +64,6 @@ def bench_cloud_config(runs: int = 5) -> None:
 
 
 def bench_defconfig(runs: int = 15) -> None:
-    import tempfile
     from kcloud.kconfig import commands
     with tempfile.TemporaryDirectory() as tmp:
         times = []

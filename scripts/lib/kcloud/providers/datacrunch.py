@@ -218,9 +218,10 @@ def _check_action_results(text: str) -> None:
 
 def _instance_type(t: dict) -> InstanceType:
     gpu, gpu_mem = t.get("gpu") or {}, t.get("gpu_memory") or {}
-    return InstanceType(name=t["instance_type"], gpu=t.get("name") or t.get("model", ""),
-                        gpu_count=int(gpu.get("number_of_gpus", 0)),
-                        gpu_memory_gb=int(gpu_mem.get("size_in_gigabytes", 0)),
+    gpus = int(gpu.get("number_of_gpus", 0))
+    return InstanceType(name=t["instance_type"], gpu=t.get("name") or t.get("model", ""), gpu_count=gpus,
+                        # the API reports the type's total GPU memory; the catalog keeps it per GPU
+                        gpu_memory_gb=int(gpu_mem.get("size_in_gigabytes", 0)) // max(gpus, 1),
                         vcpus=int((t.get("cpu") or {}).get("number_of_cores", 0)),
                         memory_gb=int((t.get("memory") or {}).get("size_in_gigabytes", 0)),
                         price_per_hour=float(t["price_per_hour"]), description=t.get("description", ""))
