@@ -36,6 +36,8 @@ def test_apply_creates_key_and_first_candidate_then_destroy_twice(emulator, work
     events = [json.loads(line)["event"] for line in ws.journal.read_text().splitlines()]
     assert events.index("add_ssh_key") < events.index("launch") < events.index("launched")
 
+    assert ws.tf.plan() is False                       # a second bringup with the same plan is a no-op
+
     # Changing the candidates later updates state in place: the running machine stays.
     ws.vars([(A100, "us-east-1")])
     assert ws.tf.plan(on_line=ws.lines.append) is True
@@ -199,3 +201,17 @@ def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(emulator, workspace, bi
     assert ws.tf.state_list() == ["module.kcloud.kcloud_ssh_key.this[0]"]
     ws.destroy()
     assert keys(emu) == []
+
+
+def test_wrong_api_key_is_one_clear_error_without_the_key(emulator, workspace, monkeypatch):
+    emulator()
+    monkeypatch.setenv("LAMBDALABS_API_KEY", "wrong-key-0123456789")
+    ws = workspace()
+    ws.vars([(A10, "us-west-1")])
+    with pytest.raises(TerraformError) as caught:
+        ws.apply()
+    [diag] = caught.value.diagnostics
+    assert diag.summary.startswith("lambdalabs: ") and "invalid-api-key" in diag.summary
+    assert "check the API key" in diag.detail
+    assert "wrong-key-0123456789" not in "\n".join(ws.lines) + ws.files_text()
+    assert ws.tf.state_list() == []
