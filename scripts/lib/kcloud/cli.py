@@ -254,9 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
             kc.register_provider(ps, name)     # generate-kconfig
         except ImportError:
             pass
-    em = sub.add_parser("emulator", help="serve both provider APIs on 127.0.0.1 (see scenarios)", add_help=False)
-    em.add_argument("rest", nargs=argparse.REMAINDER)
-    em.set_defaults(func=lambda a: importlib.import_module("kcloud.emulator").main(a.rest))
+    # Listed for --help only: main() hands the emulator its arguments untouched (own parser).
+    sub.add_parser("emulator", help="serve both provider APIs on 127.0.0.1 (emulator --help)", add_help=False)
     for module in COMMAND_MODULES:
         try:
             importlib.import_module(module).register(sub)
@@ -269,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ALIASES.get(os.path.basename(prog or sys.argv[0]), []) + argv
+    if argv[:1] == ["emulator"]:
+        return importlib.import_module("kcloud.emulator").main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug or os.environ.get("V") == "1" else logging.WARNING,
                         format="%(name)s: %(message)s")

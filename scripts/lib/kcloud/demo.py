@@ -76,7 +76,8 @@ def _workspace(root: Path) -> Path:
 
 def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> int:
     print(f"$ {' '.join(cmd)}", flush=True)
-    code = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL).returncode
+    quiet = ["--no-print-directory"] if cmd[0] == "make" else []
+    code = subprocess.run(cmd[:1] + quiet + cmd[1:], cwd=cwd, env=env, stdin=subprocess.DEVNULL).returncode
     if check and code:
         raise errors.KcloudError(f"demo step failed: {' '.join(cmd)} (exit {code})")
     return code

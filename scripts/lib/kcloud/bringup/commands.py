@@ -161,8 +161,10 @@ def _run_ansible(project: Project, settings, verbosity: int | None) -> None:
     _say("Preparing the host with Ansible ...")
     proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=not verbosity, text=True)
     if not verbosity and proc.stdout:
-        for line in proc.stdout.splitlines():
-            if '"msg"' in line or line.startswith(("PLAY RECAP", "fatal", "ok: [", "changed: [")) or "unreachable" in line:
+        lines = proc.stdout.splitlines()
+        for i, line in enumerate(lines):   # the report, the recap and any failure
+            if '"msg"' in line or line.startswith(("fatal", "PLAY RECAP")) or "UNREACHABLE" in line or \
+                    (i and lines[i - 1].startswith("PLAY RECAP") and line.strip()):
                 _say(f"  {line.strip()}")
     if proc.returncode:
         raise errors.KcloudError(f"Ansible host preparation failed (exit {proc.returncode})",
