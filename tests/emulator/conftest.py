@@ -7,7 +7,6 @@ nothing. All waiting goes through `emuhelpers.wait_for`, which is bounded.
 import subprocess
 
 import pytest
-
 from emuhelpers import DataCrunchClient, LambdaClient
 from kcloud.emulator import start
 

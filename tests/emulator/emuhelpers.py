@@ -37,6 +37,7 @@ class DataCrunchClient(LambdaClient):
     """Fetches a token first, like the SDKs do."""
 
     def __init__(self, base):
-        token = requests.post(base + "/oauth2/token", json={"grant_type": "client_credentials", **DC_CLIENT},
-                              timeout=TIMEOUT).json()["access_token"]
+        token = requests.post(
+            base + "/oauth2/token", json={"grant_type": "client_credentials", **DC_CLIENT}, timeout=TIMEOUT
+        ).json()["access_token"]
         super().__init__(base, token)

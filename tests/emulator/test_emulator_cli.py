@@ -10,9 +10,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 import kcloud.emulator
+import pytest
 from emuhelpers import DataCrunchClient, wait_for
 
 LIB = Path(kcloud.emulator.__file__).resolve().parents[2]
@@ -31,9 +30,21 @@ def first_lines(proc, count, timeout=15):
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_prints_exports_first_and_stops_cleanly(tmp_path, stop_signal):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kcloud.emulator", "--scenario", "default", "--boot-delay", "0.1",
-         "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kcloud.emulator",
+            "--scenario",
+            "default",
+            "--boot-delay",
+            "0.1",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
         env={**os.environ, "PYTHONPATH": str(LIB)},
     )
     try:
@@ -62,6 +73,11 @@ def test_cli_prints_exports_first_and_stops_cleanly(tmp_path, stop_signal):
 
 
 def test_cli_rejects_an_unknown_scenario():
-    proc = subprocess.run([sys.executable, "-m", "kcloud.emulator", "--scenario", "no-such-thing"],
-                          capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(LIB)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "kcloud.emulator", "--scenario", "no-such-thing"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(LIB)},
+    )
     assert proc.returncode == 2 and proc.stdout == "" and "no such file" in proc.stderr

@@ -8,7 +8,6 @@ from Lambda's OpenAPI; its paths include /api/v1, so its base_url is the bare ho
 import time
 
 import pytest
-
 from emuhelpers import LAMBDA_KEY, wait_for
 
 verda = pytest.importorskip("verda")
@@ -17,12 +16,23 @@ lambda_client = pytest.importorskip("lambda_ai_cloud_api_client")
 from lambda_ai_cloud_api_client.api.filesystems import list_filesystems  # noqa: E402
 from lambda_ai_cloud_api_client.api.images import list_images  # noqa: E402
 from lambda_ai_cloud_api_client.api.instances import (  # noqa: E402
-    get_instance, launch_instance, list_instance_types, list_instances, restart_instance, terminate_instance,
+    get_instance,
+    launch_instance,
+    list_instance_types,
+    list_instances,
+    restart_instance,
+    terminate_instance,
 )
 from lambda_ai_cloud_api_client.api.ssh_keys import add_ssh_key, delete_ssh_key, list_ssh_keys  # noqa: E402
 from lambda_ai_cloud_api_client.models import (  # noqa: E402
-    AddSSHKeyRequest, ApiErrorInsufficientCapacity, ApiErrorLaunchResourceNotFound, GeneratedSSHKey,
-    InstanceLaunchRequest, InstanceRestartRequest, InstanceStatus, InstanceTerminateRequest,
+    AddSSHKeyRequest,
+    ApiErrorInsufficientCapacity,
+    ApiErrorLaunchResourceNotFound,
+    GeneratedSSHKey,
+    InstanceLaunchRequest,
+    InstanceRestartRequest,
+    InstanceStatus,
+    InstanceTerminateRequest,
 )
 from verda.exceptions import APIException  # noqa: E402
 
@@ -46,7 +56,9 @@ def test_verda_sdk_catalog_calls(emu):
     assert client.instances.is_available("1B300.30V", location_code="ICE-01") is True
     assert client.instances.is_available("1V100.6V", location_code="ICE-01") is False
     images = client.images.get()
-    assert images and {i.image_type for i in client.images.get(instance_type="CPU.4V.16G")} < {i.image_type for i in images}
+    assert images and {i.image_type for i in client.images.get(instance_type="CPU.4V.16G")} < {
+        i.image_type for i in images
+    }
     assert client.balance.get().currency == "usd"
 
 
@@ -63,13 +75,25 @@ def test_verda_sdk_ssh_keys_create_get_delete(emu, keypair):
 
 
 def test_verda_sdk_instance_lifecycle_and_capacity_error(emulator, keypair):
-    emu = emulator({"extends": "default", "lifecycle": {"terminate_delay": 0.1},
-                    "datacrunch": {"capacity": [{"type": "1B300.30V", "region": "*", "count": 0}]}})
+    emu = emulator(
+        {
+            "extends": "default",
+            "lifecycle": {"terminate_delay": 0.1},
+            "datacrunch": {"capacity": [{"type": "1B300.30V", "region": "*", "count": 0}]},
+        }
+    )
     client = verda_client(emu)
     key = client.ssh_keys.create("k", keypair()[1])
-    inst = client.instances.create(instance_type="1V100.6V", image="ubuntu-24.04-cuda-12.8-open-docker",
-                                   hostname="train-1", description="kcloud", ssh_key_ids=[key.id], location="FIN-01",
-                                   os_volume={"name": "train-1-os", "size": 100}, initial_interval=0.05)
+    inst = client.instances.create(
+        instance_type="1V100.6V",
+        image="ubuntu-24.04-cuda-12.8-open-docker",
+        hostname="train-1",
+        description="kcloud",
+        ssh_key_ids=[key.id],
+        location="FIN-01",
+        os_volume={"name": "train-1-os", "size": 100},
+        initial_interval=0.05,
+    )
     assert inst.status in ("provisioning", "running") and inst.location == "FIN-01"
     running = wait_for(lambda: (i := client.instances.get_by_id(inst.id)).status == "running" and i)
     assert running.ip and running.ssh_key_ids == [key.id]
@@ -77,8 +101,13 @@ def test_verda_sdk_instance_lifecycle_and_capacity_error(emulator, keypair):
     client.instances.action(inst.id, "delete")
     wait_for(lambda: client.instances.get() == [])
     with pytest.raises(APIException) as exc:
-        client.instances.create(instance_type="1B300.30V", image="ubuntu-24.04-cuda-12.8-open-docker",
-                                hostname="h", description="d", location="FIN-03")
+        client.instances.create(
+            instance_type="1B300.30V",
+            image="ubuntu-24.04-cuda-12.8-open-docker",
+            hostname="h",
+            description="d",
+            location="FIN-03",
+        )
     assert exc.value.code == "service_unavailable" and "Not enough resources" in exc.value.message
 
 
@@ -95,12 +124,15 @@ def test_verda_sdk_bad_secret_raises_unauthorized(emu):
 
 
 def lambda_api(emu, key=LAMBDA_KEY):
-    return lambda_client.AuthenticatedClient(base_url=emu.lambdalabs_url.rsplit("/api/v1", 1)[0], token=key,
-                                             raise_on_unexpected_status=True)
+    return lambda_client.AuthenticatedClient(
+        base_url=emu.lambdalabs_url.rsplit("/api/v1", 1)[0], token=key, raise_on_unexpected_status=True
+    )
 
 
 def test_lambda_client_parses_every_answer(emulator):
-    emu = emulator({"extends": "default", "lambdalabs": {"capacity": [{"type": "gpu_1x_gh200", "region": "*", "count": 0}]}})
+    emu = emulator(
+        {"extends": "default", "lambdalabs": {"capacity": [{"type": "gpu_1x_gh200", "region": "*", "count": 0}]}}
+    )
     client = lambda_api(emu)
     types = list_instance_types.sync(client=client).data.additional_properties
     assert len(types) == 25 and types["gpu_1x_gh200"].regions_with_capacity_available == []
@@ -112,7 +144,8 @@ def test_lambda_client_parses_every_answer(emulator):
 
     def launch(type_name, key_name="gen"):
         body = InstanceLaunchRequest.from_dict(
-            {"region_name": "us-east-1", "instance_type_name": type_name, "ssh_key_names": [key_name], "name": "t"})
+            {"region_name": "us-east-1", "instance_type_name": type_name, "ssh_key_names": [key_name], "name": "t"}
+        )
         return launch_instance.sync(client=client, body=body)
 
     (iid,) = launch("gpu_1x_a10").data.instance_ids

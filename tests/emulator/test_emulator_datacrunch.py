@@ -5,13 +5,32 @@ import time
 
 import pytest
 import requests
-
 from emuhelpers import DC_CLIENT, TIMEOUT, DataCrunchClient, wait_for
 
 INSTANCE_TYPE_KEYS = {
-    "id", "instance_type", "model", "name", "display_name", "description", "manufacturer", "price_per_hour",
-    "spot_price", "dynamic_price", "max_dynamic_price", "serverless_price", "serverless_spot_price", "currency",
-    "cpu", "gpu", "memory", "gpu_memory", "storage", "best_for", "p2p", "supported_os", "deploy_warning",
+    "id",
+    "instance_type",
+    "model",
+    "name",
+    "display_name",
+    "description",
+    "manufacturer",
+    "price_per_hour",
+    "spot_price",
+    "dynamic_price",
+    "max_dynamic_price",
+    "serverless_price",
+    "serverless_spot_price",
+    "currency",
+    "cpu",
+    "gpu",
+    "memory",
+    "gpu_memory",
+    "storage",
+    "best_for",
+    "p2p",
+    "supported_os",
+    "deploy_warning",
 }
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -21,8 +40,14 @@ def token(base, **body):
 
 
 def create(dc, type_name="1V100.6V", location="FIN-01", **extra):
-    body = {"instance_type": type_name, "image": "ubuntu-24.04-cuda-12.8-open-docker", "hostname": "h1",
-            "description": "d", "location_code": location, **extra}
+    body = {
+        "instance_type": type_name,
+        "image": "ubuntu-24.04-cuda-12.8-open-docker",
+        "hostname": "h1",
+        "description": "d",
+        "location_code": location,
+        **extra,
+    }
     return dc("POST", "/instances", json=body)
 
 
@@ -31,8 +56,9 @@ def test_token_from_json_and_from_form(emu):
     assert r.status_code == 200
     auth = r.json()
     assert auth["token_type"] == "Bearer" and auth["scope"] == "fullAccess" and auth["expires_in"] == 3600
-    form = requests.post(emu.datacrunch_url + "/oauth2/token", data={"grant_type": "client_credentials", **DC_CLIENT},
-                         timeout=TIMEOUT)
+    form = requests.post(
+        emu.datacrunch_url + "/oauth2/token", data={"grant_type": "client_credentials", **DC_CLIENT}, timeout=TIMEOUT
+    )
     assert form.status_code == 200 and form.json()["access_token"] != auth["access_token"]
 
 
@@ -78,8 +104,15 @@ def test_locations(dc):
     assert codes == ["FIN-01", "FIN-02", "FIN-03", "ICE-01"]
 
 
-@pytest.mark.parametrize("spot, loc", [("is_spot", "location_code"), ("isSpot", "location_code"),
-                                       ("is_spot", "locationCode"), ("isSpot", "locationCode")])
+@pytest.mark.parametrize(
+    "spot, loc",
+    [
+        ("is_spot", "location_code"),
+        ("isSpot", "location_code"),
+        ("is_spot", "locationCode"),
+        ("isSpot", "locationCode"),
+    ],
+)
 def test_availability_accepts_every_parameter_spelling(dc, spot, loc):
     r = dc("GET", "/instance-availability", params={spot: "false", loc: "ICE-01"})
     assert r.status_code == 200
@@ -120,7 +153,9 @@ def test_ssh_keys_on_both_paths(dc, keypair, path):
     assert r.status_code == 201 and UUID.fullmatch(r.text)
     key_id = r.text
     assert dc("GET", f"{path}/{key_id}").json() == [{"id": key_id, "name": "k", "key": public}]
-    assert [k["id"] for k in dc("GET", "/ssh-keys").json()] == [key_id] == [k["id"] for k in dc("GET", "/sshkeys").json()]
+    assert (
+        [k["id"] for k in dc("GET", "/ssh-keys").json()] == [key_id] == [k["id"] for k in dc("GET", "/sshkeys").json()]
+    )
     assert dc("DELETE", f"{path}/{key_id}").status_code == 200
     assert dc("GET", f"{path}/{key_id}").status_code == 404
 
@@ -169,8 +204,10 @@ def test_no_capacity_is_503_with_the_real_message(emulator):
     emu = emulator("empty")
     r = create(DataCrunchClient(emu.datacrunch_url), "1V100.6V", "FIN-03")
     assert r.status_code == 503
-    assert r.json() == {"code": "service_unavailable",
-                        "message": "Not enough resources to deploy a 1 GPU instance type 1V100.6V in FIN-03"}
+    assert r.json() == {
+        "code": "service_unavailable",
+        "message": "Not enough resources to deploy a 1 GPU instance type 1V100.6V in FIN-03",
+    }
 
 
 def test_capacity_is_consumed_by_create_and_returned_by_delete(emu, dc):
@@ -184,14 +221,19 @@ def test_capacity_is_consumed_by_create_and_returned_by_delete(emu, dc):
     wait_for(available)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"hostname": ""}, "hostname is required."),
-    ({"instance_type": "9Z9.1V"}, "Invalid instance type: 9Z9.1V."),
-    ({"location_code": "MARS-1"}, "Invalid location code: MARS-1."),
-    ({"image": "ubuntu-22.04", "instance_type": "1B300.30V"},
-     "Image ubuntu-22.04 is not supported for instance type 1B300.30V."),
-    ({"ssh_key_ids": ["missing"]}, "ssh_key_ids must list existing SSH key IDs."),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"hostname": ""}, "hostname is required."),
+        ({"instance_type": "9Z9.1V"}, "Invalid instance type: 9Z9.1V."),
+        ({"location_code": "MARS-1"}, "Invalid location code: MARS-1."),
+        (
+            {"image": "ubuntu-22.04", "instance_type": "1B300.30V"},
+            "Image ubuntu-22.04 is not supported for instance type 1B300.30V.",
+        ),
+        ({"ssh_key_ids": ["missing"]}, "ssh_key_ids must list existing SSH key IDs."),
+    ],
+)
 def test_create_validation_answers_400_invalid_request(dc, change, message):
     r = create(dc, **change)
     assert r.status_code == 400 and r.json() == {"code": "invalid_request", "message": message}

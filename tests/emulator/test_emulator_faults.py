@@ -4,13 +4,16 @@ import time
 
 import pytest
 import requests
-
 from emuhelpers import TIMEOUT, DataCrunchClient, LambdaClient, wait_for
 from kcloud.emulator.scenario import ScenarioError, load
 
 
 def with_faults(lambdalabs=(), datacrunch=()):
-    return {"extends": "default", "lambdalabs": {"faults": list(lambdalabs)}, "datacrunch": {"faults": list(datacrunch)}}
+    return {
+        "extends": "default",
+        "lambdalabs": {"faults": list(lambdalabs)},
+        "datacrunch": {"faults": list(datacrunch)},
+    }
 
 
 def lambda_with_key(emu, keypair):
@@ -32,8 +35,11 @@ def test_second_launch_answers_insufficient_capacity(emulator, keypair):
 
 
 def test_capacity_vanishes_right_after_the_first_availability_check(emulator, keypair):
-    fault = {"method": "GET", "path": "/instance-types",
-             "set_capacity": [{"type": "gpu_8x_h100_sxm5", "region": "*", "count": 0}]}
+    fault = {
+        "method": "GET",
+        "path": "/instance-types",
+        "set_capacity": [{"type": "gpu_8x_h100_sxm5", "region": "*", "count": 0}],
+    }
     lam = lambda_with_key(emulator(with_faults([fault])), keypair)
     seen = lam("GET", "/instance-types").json()["data"]["gpu_8x_h100_sxm5"]["regions_with_capacity_available"]
     assert {r["name"] for r in seen} >= {"us-east-1"}
@@ -71,7 +77,9 @@ def test_one_500_one_slow_answer_and_a_raw_answer(emulator):
 
 @pytest.mark.parametrize("how", ["truncated", "html", "empty"])
 def test_malformed_body_on_instance_types_once(emulator, how):
-    dc = DataCrunchClient(emulator(with_faults(datacrunch=[{"path": "/instance-types", "malformed": how}])).datacrunch_url)
+    dc = DataCrunchClient(
+        emulator(with_faults(datacrunch=[{"path": "/instance-types", "malformed": how}])).datacrunch_url
+    )
     bad = dc("GET", "/instance-types")
     assert bad.status_code == 200
     with pytest.raises(ValueError):
@@ -132,13 +140,17 @@ def test_flaky_scenario_misbehaves_a_bounded_number_of_times(emulator):
 def test_admin_capacity_faults_state_and_reset(emu, keypair):
     lam = lambda_with_key(emu, keypair)
     admin = emu.lambdalabs_url.rsplit("/api/v1", 1)[0] + "/_emulator"
-    r = requests.post(admin + "/capacity", json={"instance_type": "gpu_1x_a10", "region": "*", "count": 0}, timeout=TIMEOUT)
+    r = requests.post(
+        admin + "/capacity", json={"instance_type": "gpu_1x_a10", "region": "*", "count": 0}, timeout=TIMEOUT
+    )
     assert r.json() == {"updated": 4}
     assert launch(lam).status_code == 400
-    requests.post(admin + "/capacity", json={"instance_type": "gpu_1x_a10", "region": "us-east-1", "count": 1},
-                  timeout=TIMEOUT)
-    r = requests.post(admin + "/faults", json=[{"method": "GET", "path": "/instances", "error": "unavailable"}],
-                      timeout=TIMEOUT)
+    requests.post(
+        admin + "/capacity", json={"instance_type": "gpu_1x_a10", "region": "us-east-1", "count": 1}, timeout=TIMEOUT
+    )
+    r = requests.post(
+        admin + "/faults", json=[{"method": "GET", "path": "/instances", "error": "unavailable"}], timeout=TIMEOUT
+    )
     assert r.status_code == 200 and r.json()["added"][0]["error"] == "unavailable"
     assert lam("GET", "/instances").status_code == 503
     assert launch(lam).status_code == 200
@@ -156,13 +168,16 @@ def test_admin_capacity_faults_state_and_reset(emu, keypair):
     assert state["capacity"]["lambdalabs"]["gpu_1x_a10"]["us-east-1"] == 4
 
 
-@pytest.mark.parametrize("scenario, error", [
-    ({"lambdalabs": {"capcity": []}}, "unknown key lambdalabs.capcity"),
-    ({"lambdalabs": {"capacity": [{"type": "nope", "region": "*", "count": 1}]}}, "matches no instance type"),
-    ({"datacrunch": {"faults": [{"error": "kaput"}]}}, "fault error must be one of"),
-    ({"datacrunch": {"faults": [{"error": "internal", "status": 500}]}}, "only one of"),
-    ({"extends": "no-such-scenario"}, "no such file"),
-])
+@pytest.mark.parametrize(
+    "scenario, error",
+    [
+        ({"lambdalabs": {"capcity": []}}, "unknown key lambdalabs.capcity"),
+        ({"lambdalabs": {"capacity": [{"type": "nope", "region": "*", "count": 1}]}}, "matches no instance type"),
+        ({"datacrunch": {"faults": [{"error": "kaput"}]}}, "fault error must be one of"),
+        ({"datacrunch": {"faults": [{"error": "internal", "status": 500}]}}, "only one of"),
+        ({"extends": "no-such-scenario"}, "no such file"),
+    ],
+)
 def test_bad_scenarios_fail_at_load_time(scenario, error):
     with pytest.raises(ScenarioError, match=error):
         load(scenario)
@@ -174,4 +189,4 @@ def test_extends_appends_capacity_rules_and_faults():
     assert flaky.provider("lambdalabs")["capacity"] == default.provider("lambdalabs")["capacity"]
     assert len(flaky.provider("lambdalabs")["faults"]) >= 5
     scarce = load("scarce").provider("datacrunch")["capacity"]
-    assert scarce[:len(default.provider("datacrunch")["capacity"])] == default.provider("datacrunch")["capacity"]
+    assert scarce[: len(default.provider("datacrunch")["capacity"])] == default.provider("datacrunch")["capacity"]

@@ -4,7 +4,6 @@ import base64
 import re
 
 import pytest
-
 from emuhelpers import LAMBDA_KEY, LambdaClient, wait_for
 
 
@@ -23,11 +22,14 @@ def error_code(resp):
     return resp.json()["error"]["code"]
 
 
-@pytest.mark.parametrize("header", [
-    f"Bearer {LAMBDA_KEY}",
-    "Basic " + base64.b64encode(f"{LAMBDA_KEY}:".encode()).decode(),
-    f"Basic {LAMBDA_KEY}",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Bearer {LAMBDA_KEY}",
+        "Basic " + base64.b64encode(f"{LAMBDA_KEY}:".encode()).decode(),
+        f"Basic {LAMBDA_KEY}",
+    ],
+)
 def test_every_documented_auth_scheme_is_accepted(emu, header):
     lam = LambdaClient(emu.lambdalabs_url)
     lam.session.headers["Authorization"] = header
@@ -100,21 +102,45 @@ def test_capacity_is_consumed_by_launch_and_returned_by_terminate(emu, lam, keyp
     wait_for(lambda: regions() == ["us-south-1"])
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"]}, "global/invalid-parameters"),
-    ({"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": []}, "global/invalid-parameters"),
-    ({"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k", "k"]},
-     "global/invalid-parameters"),
-    ({"region_name": "us-east-1", "instance_type_name": "gpu_9x_nope", "ssh_key_names": ["k"]},
-     "global/invalid-parameters"),
-    ({"region_name": "mars-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"]}, "global/invalid-parameters"),
-    ({"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"], "name": "x" * 65},
-     "global/invalid-parameters"),
-    ({"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["missing"]},
-     "global/object-does-not-exist"),
-    ({"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"],
-      "image": {"family": "windows-95"}}, "global/object-does-not-exist"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        ({"instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"]}, "global/invalid-parameters"),
+        (
+            {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": []},
+            "global/invalid-parameters",
+        ),
+        (
+            {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k", "k"]},
+            "global/invalid-parameters",
+        ),
+        (
+            {"region_name": "us-east-1", "instance_type_name": "gpu_9x_nope", "ssh_key_names": ["k"]},
+            "global/invalid-parameters",
+        ),
+        (
+            {"region_name": "mars-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"]},
+            "global/invalid-parameters",
+        ),
+        (
+            {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"], "name": "x" * 65},
+            "global/invalid-parameters",
+        ),
+        (
+            {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["missing"]},
+            "global/object-does-not-exist",
+        ),
+        (
+            {
+                "region_name": "us-east-1",
+                "instance_type_name": "gpu_1x_a10",
+                "ssh_key_names": ["k"],
+                "image": {"family": "windows-95"},
+            },
+            "global/object-does-not-exist",
+        ),
+    ],
+)
 def test_launch_validation_answers_400(lam, keypair, body, code):
     add_key(lam, keypair()[1])
     r = lam("POST", "/instance-operations/launch", json=body)
@@ -133,7 +159,9 @@ def test_ssh_keys_create_list_delete_and_generated_pair(lam, keypair):
     generated = add_key(lam, None, "made-for-me")
     assert generated["private_key"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert {k["name"] for k in lam("GET", "/ssh-keys").json()["data"]} == {"mine", "made-for-me"}
-    assert error_code(lam("POST", "/ssh-keys", json={"name": "mine", "public_key": public})) == "global/invalid-parameters"
+    assert (
+        error_code(lam("POST", "/ssh-keys", json={"name": "mine", "public_key": public})) == "global/invalid-parameters"
+    )
     assert lam("DELETE", f"/ssh-keys/{key['id']}").json() == {"data": {}}
     r = lam("DELETE", f"/ssh-keys/{key['id']}")
     assert r.status_code == 400 and error_code(r) == "global/invalid-parameters"
@@ -148,7 +176,11 @@ def test_images_are_per_region_and_file_systems_empty(lam):
 
 
 def test_rate_limits_answer_429_non_json_with_retry_after(emulator, keypair):
-    limits = {"enabled": True, "general": {"requests": 2, "per_seconds": 60}, "launch": {"requests": 1, "per_seconds": 60}}
+    limits = {
+        "enabled": True,
+        "general": {"requests": 2, "per_seconds": 60},
+        "launch": {"requests": 1, "per_seconds": 60},
+    }
     emu = emulator({"extends": "default", "lambdalabs": {"rate_limits": limits}})
     lam = LambdaClient(emu.lambdalabs_url)
     add_key(lam, keypair()[1])
@@ -162,7 +194,11 @@ def test_rate_limits_answer_429_non_json_with_retry_after(emulator, keypair):
 
 
 def test_launch_has_its_own_stricter_limit(emulator, keypair):
-    limits = {"enabled": True, "general": {"requests": 100, "per_seconds": 60}, "launch": {"requests": 1, "per_seconds": 60}}
+    limits = {
+        "enabled": True,
+        "general": {"requests": 100, "per_seconds": 60},
+        "launch": {"requests": 1, "per_seconds": 60},
+    }
     lam = LambdaClient(emulator({"extends": "default", "lambdalabs": {"rate_limits": limits}}).lambdalabs_url)
     add_key(lam, keypair()[1])
     assert launch(lam).status_code == 200

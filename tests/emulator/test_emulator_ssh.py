@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from emuhelpers import DataCrunchClient, LambdaClient, wait_for
 from kcloud.emulator import sshd
 
@@ -16,10 +15,31 @@ pytestmark = pytest.mark.skipif(not os.access(sshd.SSHD, os.X_OK), reason="opens
 def ssh(info, key, command="true"):
     """Run a command on an emulated instance with a real ssh client."""
     return subprocess.run(
-        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-         "-i", str(key), "-p", str(info["port"]), f"{info['user']}@{info['host']}", command],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(key),
+            "-p",
+            str(info["port"]),
+            f"{info['user']}@{info['host']}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -31,6 +51,7 @@ def active_instance_ssh(emu, instance_id):
     def find():
         inst = next((i for i in emu.state()["instances"] if i["id"] == instance_id), None)
         return inst and inst["phase"] == "active" and inst["ssh"]
+
     return wait_for(find)
 
 
@@ -59,8 +80,13 @@ def test_datacrunch_instances_get_distinct_addresses_and_root(emulator, keypair)
     dc = DataCrunchClient(emu.datacrunch_url)
     key, public = keypair()
     key_id = dc("POST", "/sshkeys", json={"name": "k", "key": public}).text
-    body = {"instance_type": "CPU.4V.16G", "image": "ubuntu-24.04", "hostname": "h", "description": "d",
-            "ssh_key_ids": [key_id]}
+    body = {
+        "instance_type": "CPU.4V.16G",
+        "image": "ubuntu-24.04",
+        "hostname": "h",
+        "description": "d",
+        "ssh_key_ids": [key_id],
+    }
     infos = [active_instance_ssh(emu, dc("POST", "/instances", json=body).text) for _ in range(2)]
     assert infos[0]["host"] != infos[1]["host"]
     if os.geteuid() == 0:

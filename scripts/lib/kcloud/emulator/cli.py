@@ -16,13 +16,25 @@ from .scenario import load
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emulator", description="Loopback emulator of the Lambda Cloud and DataCrunch/Verda APIs.")
-    p.add_argument("--scenario", default="default", help="scenario name (scenarios/*.yaml) or YAML file (default: default)")
-    p.add_argument("--lambdalabs-port", type=int, default=0, metavar="N", help="Lambda API port (default: any free port)")
-    p.add_argument("--datacrunch-port", type=int, default=0, metavar="N", help="DataCrunch API port (default: any free port)")
+    p = argparse.ArgumentParser(
+        prog="emulator", description="Loopback emulator of the Lambda Cloud and DataCrunch/Verda APIs."
+    )
+    p.add_argument(
+        "--scenario", default="default", help="scenario name (scenarios/*.yaml) or YAML file (default: default)"
+    )
+    p.add_argument(
+        "--lambdalabs-port", type=int, default=0, metavar="N", help="Lambda API port (default: any free port)"
+    )
+    p.add_argument(
+        "--datacrunch-port", type=int, default=0, metavar="N", help="DataCrunch API port (default: any free port)"
+    )
     p.add_argument("--latency-ms", type=int, metavar="N", help="added to every API answer (overrides the scenario)")
-    p.add_argument("--boot-delay", type=float, metavar="SECONDS", help="launch to active/running (overrides the scenario)")
-    p.add_argument("--ssh-port", type=int, metavar="N", help="port of the instances' sshd (default: 22 as root, else 2222)")
+    p.add_argument(
+        "--boot-delay", type=float, metavar="SECONDS", help="launch to active/running (overrides the scenario)"
+    )
+    p.add_argument(
+        "--ssh-port", type=int, metavar="N", help="port of the instances' sshd (default: 22 as root, else 2222)"
+    )
     p.add_argument("--state-dir", metavar="DIR", help="where the per-run temp dir (sshd configs, keys) is made")
     return p
 
@@ -47,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         emulator.start()
         print(f"export LAMBDALABS_API_URL={emulator.lambdalabs_url}")
         print(f"export DATACRUNCH_API_URL={emulator.datacrunch_url}", flush=True)
-        print(f"emulator: scenario {scenario.name}; admin: {emulator.lambdalabs_url.split('/api')[0]}/_emulator/state",
-              file=sys.stderr, flush=True)
+        print(
+            f"emulator: scenario {scenario.name}; admin: {emulator.lambdalabs_url.split('/api')[0]}/_emulator/state",
+            file=sys.stderr,
+            flush=True,
+        )
         while not stop.wait(1):
             pass
     finally:

@@ -101,7 +101,10 @@ class DataCrunchApi(ProviderApi):
             body = {k: v[0] for k, v in parse_qs(req.body.decode(errors="replace")).items()}
         creds = self.config["credentials"]
         grant = body.get("grant_type")
-        wrong_client = (body.get("client_id"), body.get("client_secret")) != (creds["client_id"], creds["client_secret"])
+        wrong_client = (body.get("client_id"), body.get("client_secret")) != (
+            creds["client_id"],
+            creds["client_secret"],
+        )
         if grant == "client_credentials":
             if wrong_client:
                 raise ApiError("unauthorized", "Invalid client credentials.")
@@ -115,13 +118,15 @@ class DataCrunchApi(ProviderApi):
         else:
             raise ApiError("invalid", "grant_type must be client_credentials or refresh_token.")
         access, refresh = self.state.issue_tokens(creds["token_expires_in"], creds["refresh_expires_in"])
-        return json_response({
-            "access_token": access,
-            "refresh_token": refresh,
-            "scope": "fullAccess",
-            "token_type": "Bearer",
-            "expires_in": creds["token_expires_in"],
-        })
+        return json_response(
+            {
+                "access_token": access,
+                "refresh_token": refresh,
+                "scope": "fullAccess",
+                "token_type": "Bearer",
+                "expires_in": creds["token_expires_in"],
+            }
+        )
 
     # --- catalog ---------------------------------------------------------
 
@@ -168,8 +173,11 @@ class DataCrunchApi(ProviderApi):
             "serverless_spot_price": None,
             "currency": currency,
             **self._hardware(t),
-            "best_for": ["Large model training", "Multi-GPU workloads"] if gpus > 1
-            else ["Fine-tuning", "Inference"] if gpus else ["CPU workloads"],
+            "best_for": ["Large model training", "Multi-GPU workloads"]
+            if gpus > 1
+            else ["Fine-tuning", "Inference"]
+            if gpus
+            else ["CPU workloads"],
             "p2p": "NVLink" if gpus > 1 else "",
             "supported_os": list(self._supported_os(name)),
             "deploy_warning": None,
@@ -198,10 +206,12 @@ class DataCrunchApi(ProviderApi):
         return json_response(self._type(type_name, self._currency(req)))
 
     def locations(self, req: Request) -> Response:
-        return json_response([
-            {"code": code, "name": loc["name"], "country_code": loc["country_code"]}
-            for code, loc in self.catalog["regions"].items()
-        ])
+        return json_response(
+            [
+                {"code": code, "name": loc["name"], "country_code": loc["country_code"]}
+                for code, loc in self.catalog["regions"].items()
+            ]
+        )
 
     def _availability_query(self, req: Request) -> list[str]:
         """Locations asked about. Spot uses the same pool as on-demand here."""
@@ -241,9 +251,9 @@ class DataCrunchApi(ProviderApi):
     def images(self, req: Request) -> Response:
         type_name = req.arg("instance_type")
         wanted = self._supported_os(type_name) if type_name else None
-        return json_response([
-            self._image(i) for i in self.catalog["images"] if wanted is None or i["image_type"] in wanted
-        ])
+        return json_response(
+            [self._image(i) for i in self.catalog["images"] if wanted is None or i["image_type"] in wanted]
+        )
 
     def balance(self, req: Request) -> Response:
         return json_response(dict(self.config["balance"]))

@@ -18,21 +18,44 @@ from .state import Instance
 # kind -> (HTTP status, code, message, suggestion); messages are the spec's defaults.
 ERRORS = {
     "invalid": (400, "global/invalid-parameters", "Invalid request data.", "Check the request and try again."),
-    "not-found": (404, "global/object-does-not-exist", "Specified instance does not exist.",
-                  "Check the ID and try again."),
-    "unauthorized": (401, "global/invalid-api-key", "API key was invalid, expired, or deleted.",
-                     "Check your API key or create a new one, then try again."),
-    "forbidden": (403, "global/account-inactive", "Your account is inactive.",
-                  "Make sure you have verified your email address and have a valid payment method. "
-                  "Contact Support if problems continue."),
-    "insufficient-capacity": (400, "instance-operations/launch/insufficient-capacity",
-                              "Not enough capacity to fulfill launch request.",
-                              "Choose an instance type with more availability, or try again later."),
+    "not-found": (
+        404,
+        "global/object-does-not-exist",
+        "Specified instance does not exist.",
+        "Check the ID and try again.",
+    ),
+    "unauthorized": (
+        401,
+        "global/invalid-api-key",
+        "API key was invalid, expired, or deleted.",
+        "Check your API key or create a new one, then try again.",
+    ),
+    "forbidden": (
+        403,
+        "global/account-inactive",
+        "Your account is inactive.",
+        "Make sure you have verified your email address and have a valid payment method. "
+        "Contact Support if problems continue.",
+    ),
+    "insufficient-capacity": (
+        400,
+        "instance-operations/launch/insufficient-capacity",
+        "Not enough capacity to fulfill launch request.",
+        "Choose an instance type with more availability, or try again later.",
+    ),
     "quota": (400, "global/quota-exceeded", "Quota exceeded.", "Contact Support to increase your quota."),
-    "internal": (500, "global/internal-error", "An internal server error occurred.",
-                 "Try again later. Contact Support if the problem persists."),
-    "unavailable": (503, "global/internal-error", "The service is temporarily unavailable.",
-                    "Try again later. Contact Support if the problem persists."),
+    "internal": (
+        500,
+        "global/internal-error",
+        "An internal server error occurred.",
+        "Try again later. Contact Support if the problem persists.",
+    ),
+    "unavailable": (
+        503,
+        "global/internal-error",
+        "The service is temporarily unavailable.",
+        "Try again later. Contact Support if the problem persists.",
+    ),
 }
 DEFAULT_IMAGE_FAMILY = "lambda-stack-24-04"
 IMAGE_TIME = "2025-01-01T00:00:00Z"
@@ -280,12 +303,12 @@ class LambdaApi(ProviderApi):
             not isinstance(public_key, str) or len(public_key) > MAX_PUBLIC_KEY or not is_public_key(public_key)
         ):
             raise ApiError("invalid", "public_key is not a valid OpenSSH public key.")
+        private_key = None
+        if public_key is None:  # Lambda makes the pair and hands out the private half once
+            private_key, public_key = generate_keypair(name)
         with self.state.lock:
             if any(k["name"] == name for k in self.state.keys(self.name)):
                 raise ApiError("invalid", f"An SSH key named {name!r} already exists.")
-            private_key = None
-            if public_key is None:
-                private_key, public_key = generate_keypair(name)
             key = self.state.add_key(self.name, uuid.uuid4().hex, name, public_key.strip())
         if private_key is not None:
             key["private_key"] = private_key
@@ -308,16 +331,25 @@ class LambdaApi(ProviderApi):
 def _actions(status: str) -> dict:
     """The `actions` block: what the console would let you do in this status."""
     if status in ("terminating", "terminated"):
-        blocked = {"available": False, "reason_code": "vm-is-terminating",
-                   "reason_description": "The instance is terminating."}
+        blocked = {
+            "available": False,
+            "reason_code": "vm-is-terminating",
+            "reason_description": "The instance is terminating.",
+        }
         return {a: dict(blocked) for a in ("migrate", "rebuild", "restart", "cold_reboot", "terminate")}
     launched = status in ("active", "unhealthy")
-    not_launched = {"available": False, "reason_code": "vm-has-not-launched",
-                    "reason_description": "The instance has not launched yet."}
+    not_launched = {
+        "available": False,
+        "reason_code": "vm-has-not-launched",
+        "reason_description": "The instance has not launched yet.",
+    }
     ready = {"available": True} if launched else not_launched
     return {
-        "migrate": {"available": False, "reason_code": "vm-is-too-old",
-                    "reason_description": "Migration is not offered for this instance."},
+        "migrate": {
+            "available": False,
+            "reason_code": "vm-is-too-old",
+            "reason_description": "Migration is not offered for this instance.",
+        },
         "rebuild": dict(ready),
         "restart": dict(ready),
         "cold_reboot": dict(ready),

@@ -101,7 +101,7 @@ def merge(base: Any, over: Any, key: str = "") -> Any:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as exc:
         raise ScenarioError(f"cannot read {path}: {exc}") from exc
     except yaml.YAMLError as exc:
@@ -176,6 +176,9 @@ def load(source: str | Path | dict = "default", overrides: dict | None = None) -
     catalogs = {}
     for provider in PROVIDERS:
         section = data[provider]
+        for key in APPENDED_LISTS:
+            if not isinstance(section[key], list):
+                raise ScenarioError(f"{provider}.{key} must be a list")
         catalogs[provider] = _load_catalog(section["catalog"], section["types"])
         try:  # fail at load time, not at the first request
             Capacity(catalogs[provider], section["capacity"])

@@ -19,10 +19,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .faults import Fault
@@ -78,14 +79,11 @@ class Request:
                 return self.query[name][0]
         return None
 
-    def json(self) -> Any:
+    def json_object(self) -> dict:
         try:
-            return json.loads(self.body or b"null")
+            data = json.loads(self.body or b"null")
         except ValueError:
             raise ApiError("invalid", "Request body is not valid JSON.") from None
-
-    def json_object(self) -> dict:
-        data = self.json()
         if not isinstance(data, dict):
             raise ApiError("invalid", "Request body must be a JSON object.")
         return data
@@ -159,9 +157,10 @@ class ApiServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait forever for a loop that never ran
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
         self.httpd.server_close()
-        self._thread.join(timeout=5)
 
     def respond(self, method: str, raw_path: str, headers: Message, body: bytes) -> Response:
         url = urlsplit(raw_path)
@@ -175,7 +174,7 @@ class ApiServer:
         api, base = self.api, self.api.base_path
         if url.path != base and not url.path.startswith(base + "/"):
             return api.render_error(ApiError("not-found", f"No such endpoint: {method} {url.path}"))
-        req = Request(method, url.path[len(base):] or "/", parse_qs(url.query), headers, body)
+        req = Request(method, url.path[len(base) :] or "/", parse_qs(url.query), headers, body)
         if api.config["latency_ms"]:
             time.sleep(api.config["latency_ms"] / 1000)
         wait = self.state.retry_after(api.name, (method, req.path) == api.launch_route)

@@ -66,7 +66,7 @@ def is_public_key(text: str) -> bool:
         blob = base64.b64decode(parts[1], validate=True)
     except binascii.Error:
         return False
-    return blob[4:4 + len(parts[0])] == parts[0].encode()
+    return blob[4 : 4 + len(parts[0])] == parts[0].encode()
 
 
 def generate_keypair(comment: str) -> tuple[str, str]:
@@ -75,7 +75,10 @@ def generate_keypair(comment: str) -> tuple[str, str]:
         path = Path(tmp) / "key"
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
         )
         return path.read_text(), path.with_suffix(".pub").read_text().strip()
 
@@ -142,7 +145,10 @@ class SshdManager:
         if not host_key.exists():
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", instance_id, "-f", str(host_key)],
-                check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
             )
         keys = d / "authorized_keys"
         keys.write_text("".join(k.strip() + "\n" for k in public_keys))
@@ -154,8 +160,11 @@ class SshdManager:
         with open(d / "sshd.log", "ab") as log:
             proc = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -230,5 +239,9 @@ def _ensure_user(user: str) -> None:
         pwd.getpwnam(user)
     except KeyError:
         # '*' (not the default '!') so that sshd, without PAM, does not treat it as locked
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )

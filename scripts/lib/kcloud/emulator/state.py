@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .capacity import Capacity
 from .faults import Fault, RateLimiter, parse_faults
@@ -32,7 +31,7 @@ REQUEST_LOG_LIMIT = 10000
 
 @dataclass
 class Instance:
-    """One emulated machine. Fields other than phase/due/ip/ssh never change after launch."""
+    """One emulated machine. Only name, phase, due, ip and ssh change after launch."""
 
     provider: str
     id: str
@@ -54,14 +53,13 @@ class Instance:
 class State:
     """The emulator's memory. Public methods lock; callers rendering several fields lock too."""
 
-    def __init__(self, scenario: Scenario, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, scenario: Scenario) -> None:
         self.lock = threading.RLock()
         self.scenario = scenario
-        self.clock = clock
         self.reset()
 
     def reset(self) -> None:
-        """Back to the scenario's initial state (callers stop the sshds first)."""
+        """Back to the scenario's initial state (the caller stops the sshds)."""
         with self.lock:
             sc = self.scenario
             self.capacity = {p: Capacity(sc.catalogs[p], sc.provider(p)["capacity"]) for p in PROVIDERS}
@@ -80,7 +78,7 @@ class State:
 
     def retry_after(self, provider: str, is_launch: bool) -> int:
         with self.lock:
-            return self.limits[provider].retry_after(is_launch, self.clock())
+            return self.limits[provider].retry_after(is_launch, time.monotonic())
 
     def due_faults(self, provider: str, method: str, path: str) -> list[Fault]:
         """The faults that apply to a request, in schedule order.
@@ -128,7 +126,8 @@ class State:
     def issue_tokens(self, access_ttl: float, refresh_ttl: float) -> tuple[str, str]:
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self.lock:
-            now = self.clock()
+            now = time.monotonic()
+            self.tokens = {t: e for t, e in self.tokens.items() if e[1] > now}  # forget expired ones
             self.tokens[access] = ("access", now + access_ttl)
             self.tokens[refresh] = ("refresh", now + refresh_ttl)
         return access, refresh
@@ -136,7 +135,7 @@ class State:
     def token_valid(self, token: str, kind: str) -> bool:
         with self.lock:
             entry = self.tokens.get(token)
-            return entry is not None and entry[0] == kind and entry[1] > self.clock()
+            return entry is not None and entry[0] == kind and entry[1] > time.monotonic()
 
     def revoke_token(self, token: str) -> None:
         with self.lock:
@@ -150,7 +149,7 @@ class State:
         with self.lock:
             if not self.capacity[instance.provider].take(instance.instance_type, instance.region):
                 return False
-            now = self.clock()
+            now = time.monotonic()
             instance.phase = "ordered"
             instance.due = now + min(life["order_delay"], life["boot_delay"])
             instance.boot_at = now + life["boot_delay"]
@@ -166,7 +165,8 @@ class State:
         """Instances not yet terminated, oldest first."""
         with self.lock:
             return [
-                i for i in self.instances.values()
+                i
+                for i in self.instances.values()
                 if i.phase != "terminated" and (provider is None or i.provider == provider)
             ]
 
@@ -174,13 +174,13 @@ class State:
         with self.lock:
             if inst.phase in LIVE_PHASES:
                 inst.phase = "terminating"
-                inst.due = self.clock() + self.scenario.lifecycle["terminate_delay"]
+                inst.due = time.monotonic() + self.scenario.lifecycle["terminate_delay"]
 
     def reboot(self, inst: Instance) -> None:
         """Restart (Lambda) or start (DataCrunch): back through booting."""
         with self.lock:
             if inst.phase in ("active", "unhealthy", "offline"):
-                self._boot(inst, self.clock() + self.scenario.lifecycle["boot_delay"])
+                self._boot(inst, time.monotonic() + self.scenario.lifecycle["boot_delay"])
 
     def shutdown(self, inst: Instance) -> None:
         with self.lock:
@@ -194,7 +194,7 @@ class State:
         """Apply timed transitions; returns the instances whose boot is complete (to activate)."""
         ready = []
         with self.lock:
-            now = self.clock()
+            now = time.monotonic()
             for inst in self.instances.values():
                 if inst.due is None or inst.due > now:
                     continue
@@ -215,7 +215,7 @@ class State:
             if inst.phase != "booting":
                 return False
             inst.phase, inst.ip, inst.ssh = "active", ip, ssh
-            inst.due = self.clock() + inst.fault_after if inst.fault == "unhealthy" else None
+            inst.due = time.monotonic() + inst.fault_after if inst.fault == "unhealthy" else None
             return True
 
     def active_ids(self) -> set[str]:
