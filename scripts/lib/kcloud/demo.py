@@ -59,7 +59,8 @@ class Emulator:
                 self.proc.kill()
 
 
-def _workspace(root: Path) -> Path:
+def scratch_project(root: Path) -> Path:
+    """A copy of the project (Kconfig tree, terraform, playbooks) sharing scripts/ and .venv."""
     work = root / "kcloud"
     work.mkdir()
     for name in COPY:
@@ -95,7 +96,7 @@ def cmd_demo(args) -> int:
     emulator = None
     audit_ok = True
     try:
-        work = _workspace(root)
+        work = scratch_project(root)
         banner(f"Starting the emulator with the 'scarce' scenario (Lambda: no GH200/H100; DataCrunch: no B300/B200/H100)")
         emulator = Emulator(args.scenario, args.boot_delay, ssh_port, env)
         for key, url in emulator.urls.items():

@@ -73,31 +73,37 @@ def cmd_bringup(args) -> int:
     settings = _settings(project)
     with project.lock("bringup"):
         provider = preflight(settings, project)
+        catalog = provider.catalog()             # fresh capacity: decide at launch time
+        plan = tiers.plan(settings.provider, settings.selection, catalog)
+        for line in tiers.trace(plan):
+            _say(line)
+        adopted = [i for i in owned_instances(provider, project, settings) if i.state in (PENDING, ACTIVE)]
+        if not plan.candidates and not adopted:  # nothing launched, no key uploaded
+            raise errors.CapacityError(f"{provider.name}: {tiers.no_capacity_advice(plan)}", provider=provider.name)
+
         name, private, public = sshkeys.local_key(project, settings)
         key = sshkeys.ensure_uploaded(provider, name, public.read_text().strip())
         journal = Journal(project.journal_path)
         journal.record({"event": "ssh-key", "provider": provider.name, "name": key.name, "key_id": key.id,
                         "unique": settings.ssh_genkey})
 
-        catalog = provider.catalog()             # fresh capacity: decide at launch time
-        plan = tiers.plan(settings.provider, settings.selection, catalog)
-        for line in tiers.trace(plan):
-            _say(line)
-        adopted = [i for i in owned_instances(provider, project, settings) if i.state in (PENDING, ACTIVE)]
-        if not plan.candidates and not adopted:
-            raise errors.CapacityError(f"{provider.name}: {tiers.no_capacity_advice(plan)}", provider=provider.name)
-
         from kcloud.tfprovider import runner
         tf = runner.Terraform(project.terraform_dir(settings.provider))
-        vars_file = runner.render_tfvars(tf.root, name=settings.host_name, candidates=plan.candidates,
+        vars_file = runner.render_tfvars(tf.root, name=settings.host_name, candidates=plan.candidates or [
+                                             tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour)
+                                             for i in adopted],
                                          ssh_key_id=key.id, ssh_key_name=key.name, image=settings.image,
                                          boot_timeout=settings.boot_timeout, journal_path=project.journal_path,
                                          progress_file=project.progress_path, cloud=settings.provider)
         _say("")
         _say(f"Provisioning {settings.host_name} on {provider.title} with terraform ...")
-        with _tail(project.progress_path):
-            tf.init()
-            tf.apply(vars_file, on_line=_terraform_line)
+        try:
+            with _tail(project.progress_path):
+                tf.init()
+                tf.apply(vars_file, on_line=_terraform_line)
+        except BaseException:
+            _forget_key_if_idle(provider, project, settings, key)
+            raise
         out = tf.output()
 
         user = settings.ssh_user or provider.login_user
@@ -114,6 +120,17 @@ def cmd_bringup(args) -> int:
              f"  ssh -F {project.ssh_config} {settings.host_name}")
         _say("  make destroy   # when you are done: stops the billing")
     return 0
+
+
+def _forget_key_if_idle(provider, project: Project, settings, key) -> None:
+    """A failed bringup leaves nothing behind: our unique key goes when no machine of ours runs."""
+    if not settings.ssh_genkey:
+        return
+    try:
+        if not owned_instances(provider, project, settings):
+            sshkeys.remove(provider, key.name)
+    except errors.KcloudError:
+        pass   # journalled: `make destroy` removes it
 
 
 class _tail:

@@ -60,7 +60,7 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
     note = journal.record if journal else (lambda _e: None)
     result = Result(None)
 
-    existing = [i for i in provider.instances(name) if i.name == name and i.state in (PENDING, ACTIVE)]
+    existing = _mine(provider, name, ssh_key)
     if existing:
         inst = existing[0]
         say(f"adopting {inst.instance_type} in {inst.region} ({inst.id}), already launched as {name}")
@@ -120,8 +120,7 @@ def _launch(provider, request: LaunchRequest, note, say, sleep) -> str:
             sleep(10 * (attempt + 1))
             continue
         except errors.TransientError:
-            found = [i for i in provider.instances(request.name)
-                     if i.name == request.name and i.state in (PENDING, ACTIVE)]
+            found = _mine(provider, request.name, SshKey(request.ssh_key_id, request.ssh_key_name, ""))
             if found:
                 instance_id = found[0].id
             elif attempt >= TRANSIENT_LAUNCH_RETRIES:
@@ -134,6 +133,13 @@ def _launch(provider, request: LaunchRequest, note, say, sleep) -> str:
     raise errors.RateLimited(f"{provider.name}: launch kept being rate limited", provider=provider.name)
 
 
+def _mine(provider, name: str, key: SshKey) -> list[Instance]:
+    """Live instances with this exact name that carry our key: another directory using the
+    same host name (and its own key) is never adopted."""
+    return [i for i in provider.instances(name) if i.name == name and i.state in (PENDING, ACTIVE)
+            and {key.name, key.id} & set(i.keys)]
+
+
 class _BootFailed(Exception):
     def __init__(self, outcome: str, message: str):
         super().__init__(message)
@@ -143,7 +149,9 @@ class _BootFailed(Exception):
 def _wait_active(provider, instance_id: str, timeout: float, interval: float, say, sleep) -> Instance:
     start = time.monotonic()
     last = ""
+    polls = 0
     while True:
+        polls += 1
         elapsed = time.monotonic() - start
         try:
             inst = provider.instance(instance_id)
@@ -162,7 +170,8 @@ def _wait_active(provider, instance_id: str, timeout: float, interval: float, sa
                 last = inst.status
         if elapsed >= timeout:
             raise _BootFailed("boot timeout", f"not active after {timeout:.0f} s")
-        sleep(min(interval, max(0.05, timeout - elapsed)))
+        # Quick first polls (a fast boot is seen at once), then the configured interval.
+        sleep(min(interval, 0.5 * polls, max(0.05, timeout - elapsed)))
 
 
 def _terminate(provider, instance_id: str, note) -> None:

@@ -18,13 +18,13 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from tf import iface
 from tf.iface import (Config, CreateContext, DeleteContext, ImportContext, PlanContext, ReadContext, State,
                       UpdateContext, UpgradeContext)
 from tf.schema import Attribute, Schema
-from tf.types import Bool, List, Number, String, TfType, Unknown
+from tf.types import List, Number, String, TfType, Unknown
 from tf.utils import Diagnostics
 
 from kcloud import errors

@@ -175,7 +175,7 @@ class Terraform:
         if not (self.root / ".terraform").exists():
             return {}
         lines: list[str] = []
-        self._run("output", ["output", "-json", "-no-color"], lines.append, echo_errors=True)
+        self._run("output", ["output", "-json", "-no-color"], lines.append)
         text = "\n".join(lines).strip() or "{}"
         return {k: v.get("value") for k, v in json.loads(text).items()}
 
@@ -199,8 +199,7 @@ class Terraform:
             h.update(path.read_bytes() if path.exists() else b"")
         return h.hexdigest()
 
-    def _run(self, command: str, args: list[str], on_line: LineCallback | None, ok: tuple[int, ...] = (0,),
-             echo_errors: bool = False) -> int:
+    def _run(self, command: str, args: list[str], on_line: LineCallback | None, ok: tuple[int, ...] = (0,)) -> int:
         proc = subprocess.Popen([self.binary, *args], cwd=self.root, env=self.environment(),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1, start_new_session=True)
@@ -224,8 +223,7 @@ class Terraform:
                     continue
                 line = redact(line.rstrip("\n"))
                 seen.append(line)
-                if on_line is not None:
-                    on_line(line)
+                _say(on_line, line)     # a failing callback must not orphan a running apply
             except KeyboardInterrupt:
                 if interrupted_at is None:
                     interrupted_at = time.monotonic()
