@@ -2,7 +2,6 @@
 loopback emulator. Each test gets its own copy of terraform/ (so runs never touch the
 project's state) and a hostile environment: a broken ~/.terraformrc and TF_CLI_CONFIG_FILE,
 and a dead HTTPS proxy, so any read of the user's CLI config or any registry access fails."""
-import os
 import shutil
 import subprocess
 from pathlib import Path
