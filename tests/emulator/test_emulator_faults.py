@@ -190,3 +190,14 @@ def test_extends_appends_capacity_rules_and_faults():
     assert len(flaky.provider("lambdalabs")["faults"]) >= 5
     scarce = load("scarce").provider("datacrunch")["capacity"]
     assert scarce[: len(default.provider("datacrunch")["capacity"])] == default.provider("datacrunch")["capacity"]
+
+
+def test_latency_is_added_to_every_answer_but_not_to_admin(emulator):
+    emu = emulator(latency_ms=150)
+    lam = LambdaClient(emu.lambdalabs_url)
+    began = time.monotonic()
+    lam("GET", "/instances")
+    assert time.monotonic() - began >= 0.15
+    began = time.monotonic()
+    requests.get(emu.lambdalabs_url.rsplit("/api/v1", 1)[0] + "/_emulator/state", timeout=TIMEOUT)
+    assert time.monotonic() - began < 0.15

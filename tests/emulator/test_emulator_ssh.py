@@ -12,34 +12,18 @@ from kcloud.emulator import sshd
 pytestmark = pytest.mark.skipif(not os.access(sshd.SSHD, os.X_OK), reason="openssh-server is not installed")
 
 
+def ssh_command(info, key, command="true"):
+    return [
+        "ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+        "-i", str(key), "-p", str(info["port"]), f"{info['user']}@{info['host']}", command,
+    ]  # fmt: skip
+
+
 def ssh(info, key, command="true"):
     """Run a command on an emulated instance with a real ssh client."""
     return subprocess.run(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-            str(key),
-            "-p",
-            str(info["port"]),
-            f"{info['user']}@{info['host']}",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
+        ssh_command(info, key, command), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
     )
 
 
@@ -71,8 +55,18 @@ def test_lambda_instance_takes_its_launch_key_and_refuses_another(emulator, keyp
     assert ok.stdout.strip() == info["user"]
     refused = ssh(info, other)
     assert refused.returncode == 255 and "Permission denied" in refused.stderr
-    lam("POST", "/instance-operations/terminate", json={"instance_ids": [iid]})
-    wait_for(lambda: not alive(info["pid"]))
+    session = subprocess.Popen(ssh_command(info, good, "echo ready; exec sleep 60"), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert session.stdout.readline() == "ready\n"  # bounded: ssh gives up after ConnectTimeout
+        lam("POST", "/instance-operations/terminate", json={"instance_ids": [iid]})
+        wait_for(lambda: not alive(info["pid"]))
+        assert session.wait(timeout=10) != 0, "terminating the instance drops its SSH sessions"
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+        session.stdout.close()
 
 
 def test_datacrunch_instances_get_distinct_addresses_and_root(emulator, keypair):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ctypes
 import getpass
 import ipaddress
@@ -193,6 +194,14 @@ class SshdManager:
 
 
 def _terminate(proc: subprocess.Popen) -> None:
+    """Stop an instance's sshd and its live sessions, as a machine going away drops its connections.
+
+    Sessions are forked children that call setsid(), so they are found by parentage
+    before the listener exits (after that they would belong to init).
+    """
+    for pid in _descendants(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -200,6 +209,23 @@ def _terminate(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(STOP_TIMEOUT)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of a process, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _missing_tools() -> str | None:
