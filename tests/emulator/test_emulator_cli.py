@@ -1,4 +1,4 @@
-"""`python -m kcloud.emulator`: two export lines first, clean stop on SIGTERM/SIGINT."""
+"""Starting and stopping: `python -m kcloud.emulator` prints two export lines first and stops cleanly."""
 
 import json
 import os
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import kcloud.emulator
 import pytest
-from emuhelpers import DataCrunchClient, wait_for
+import requests
+from emuhelpers import DataCrunchClient, LambdaClient, wait_for
 
 LIB = Path(kcloud.emulator.__file__).resolve().parents[2]
 
@@ -81,3 +82,14 @@ def test_cli_rejects_an_unknown_scenario():
         env={**os.environ, "PYTHONPATH": str(LIB)},
     )
     assert proc.returncode == 2 and proc.stdout == "" and "no such file" in proc.stderr
+
+
+def test_stop_drops_open_keep_alive_connections(tmp_path):
+    emu = kcloud.emulator.start(state_dir=tmp_path)
+    lam = LambdaClient(emu.lambdalabs_url)
+    assert lam("GET", "/instances").status_code == 200  # leaves a pooled keep-alive connection
+    emu.stop()
+    emu.stop()  # idempotent
+    with pytest.raises(requests.ConnectionError):
+        lam("GET", "/instances")
+    assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,10 @@ faults.ERROR_KINDS); the provider renders it, so a scheduled fault
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -152,15 +154,22 @@ class ApiServer:
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=f"emulator-{api.name}", daemon=True
         )
+        self.connections: set[socket.socket] = set()  # open keep-alive connections, closed by stop()
+        self.connections_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop listening and drop open connections, so no client keeps talking to a stopped emulator."""
         if self._thread.is_alive():  # shutdown() would wait forever for a loop that never ran
             self.httpd.shutdown()
             self._thread.join(timeout=5)
         self.httpd.server_close()
+        with self.connections_lock:
+            for conn in self.connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
     def respond(self, method: str, raw_path: str, headers: Message, body: bytes) -> Response:
         url = urlsplit(raw_path)
@@ -248,6 +257,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(resp.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.owner.connections_lock:
+            self.server.owner.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.owner.connections_lock:
+            self.server.owner.connections.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log lives in /_emulator/state."""
