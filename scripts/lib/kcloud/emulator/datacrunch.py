@@ -95,7 +95,7 @@ class DataCrunchApi(ProviderApi):
 
     def token(self, req: Request) -> Response:
         """OAuth2 token endpoint: client_credentials or refresh_token, as JSON or a form."""
-        if "json" in req.headers.get("Content-Type", ""):
+        if "json" in req.headers.get("Content-Type", "") or req.body.lstrip().startswith(b"{"):
             body = req.json_object()
         else:
             body = {k: v[0] for k, v in parse_qs(req.body.decode(errors="replace")).items()}
@@ -370,7 +370,6 @@ class DataCrunchApi(ProviderApi):
         keys = {k["id"]: k for k in self.state.keys(self.name)}
         if not isinstance(key_ids, list) or any(k not in keys for k in key_ids):
             raise ApiError("invalid", "ssh_key_ids must list existing SSH key IDs.")
-        fault = req.instance_fault
         inst = Instance(
             provider=self.name,
             id=str(uuid.uuid4()),
@@ -388,8 +387,7 @@ class DataCrunchApi(ProviderApi):
                 "contract": body.get("contract") or ("SPOT" if body.get("is_spot") else "PAY_AS_YOU_GO"),
                 "pricing": body.get("pricing") or "FIXED_PRICE",
             },
-            fault=fault.instance if fault else None,
-            fault_after=fault.after_s if fault else 0.0,
+            **req.instance_fault,
         )
         if not self.state.launch(inst):
             gpus = self.catalog["types"][type_name]["gpus"]

@@ -231,7 +231,6 @@ class LambdaApi(ProviderApi):
         key = next((k for k in self.state.keys(self.name) if k["name"] == key_names[0]), None)
         if key is None:
             raise ApiError("not-found", f"SSH key {key_names[0]!r} does not exist.", status=400)
-        fault = req.instance_fault
         inst = Instance(
             provider=self.name,
             id=uuid.uuid4().hex,
@@ -245,8 +244,7 @@ class LambdaApi(ProviderApi):
                 "tags": list(body.get("tags") or []),
                 "user_data": body.get("user_data"),
             },
-            fault=fault.instance if fault else None,
-            fault_after=fault.after_s if fault else 0.0,
+            **req.instance_fault,
         )
         if not self.state.launch(inst):
             raise ApiError("insufficient-capacity")

@@ -72,7 +72,7 @@ class Request:
     query: dict[str, list[str]]
     headers: Message
     body: bytes
-    instance_fault: Fault | None = None  # set when a fault tags the instance this request launches
+    instance_fault: dict = field(default_factory=dict)  # Instance fields set by an `instance:` fault
 
     def arg(self, *spellings: str) -> str | None:
         """The first query parameter present among alternative spellings (isSpot / is_spot)."""
@@ -193,7 +193,9 @@ class ApiServer:
         delay = sum(f.delay_ms for f in faults)
         if delay:
             time.sleep(delay / 1000)
-        req.instance_fault = next((f for f in faults if f.instance), None)
+        tag = next((f for f in faults if f.instance), None)
+        if tag:
+            req.instance_fault = {"fault": tag.instance, "fault_after": tag.after_s}
         responder = next((f for f in faults if f.responds), None)
         resp = self._fault_response(responder) if responder else self._call(req)
         for rule in (r for f in faults for r in f.set_capacity):
