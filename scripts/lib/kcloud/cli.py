@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return args.func(args) or 0
     except errors.KcloudError as exc:
         print(f"error: {exc.line()}", file=sys.stderr)
+        if exc.details():
+            print(redact(exc.details()), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -18,6 +18,10 @@ class KcloudError(Exception):
         self.hint = redact(hint) or self.hint
         self.provider = provider
 
+    def details(self) -> str:
+        """More lines worth showing under the error line (e.g. a failover table); often none."""
+        return ""
+
     def line(self) -> str:
         """The single line the CLI prints."""
         text = str(self)

@@ -65,6 +65,9 @@ class TerraformError(KcloudError):
     def summaries(self) -> list[str]:
         return [d.summary for d in self.diagnostics]
 
+    def details(self) -> str:
+        return "\n".join(d.detail for d in self.diagnostics if d.detail)
+
     def report(self) -> str:
         """Every error with its detail (e.g. the failover table), for the user to read."""
         return "\n\n".join(f"Error: {d}" for d in self.diagnostics) or str(self)
