@@ -14,8 +14,7 @@ SETS := $(if $(KDEVOPS_HOSTS_PREFIX),--set KDEVOPS_HOSTS_PREFIX=$(KDEVOPS_HOSTS_
 VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
-.PHONY: all help deps system-deps test demo bench cloud-config cloud-config-lambdalabs \
-        cloud-config-datacrunch clean-cloud-config menuconfig olddefconfig savedefconfig \
+.PHONY: all help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
         defconfigs bringup destroy status cloud-list-all clean mrproper \
         lambdalabs-ssh-list lambdalabs-ssh-setup lambdalabs-ssh-clean \
         datacrunch-ssh-list datacrunch-ssh-setup datacrunch-ssh-clean
@@ -25,7 +24,7 @@ all: deps ## Install what kcloud needs; with a .config, also prepare the SSH key
 
 help: ## This list
 	@echo "kcloud targets:"
-	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
+	@grep -hE '^[a-zA-Z0-9_% -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | \
 		awk -F'\t' '{printf "  %-28s %s\n", $$1, $$2}'
 	@echo "  defconfig-<name>             Load defconfigs/<name>; available:"
 	@ls defconfigs | sed 's/^/                                 /'
@@ -87,7 +86,7 @@ destroy: deps ## Tear down everything this directory launched (idempotent)
 status: deps ## This directory's instances: type, region, status, uptime, cost
 	@$(KCLOUD) $(VERBOSE) status
 
-cloud-list-all: status
+cloud-list-all: status ## Alias of status
 
 lambdalabs-ssh-list datacrunch-ssh-list: deps ## List SSH keys in the account
 	@$(KCLOUD) $(subst -ssh-list,,$@) ssh-keys list
