@@ -76,6 +76,15 @@ class ProviderBase:
         from kcloud import credentials
         return credentials.load(credential_spec(self.name), self.profile)
 
+    # Both APIs list at /instances and get at /instances/{id}; `_get` unwraps the envelope
+    # and `_instance` maps the provider's object to a normalized Instance.
+    def instances(self, name_prefix: str | None = None):
+        found = [self._instance(i) for i in self._get("/instances")]
+        return [i for i in found if not name_prefix or i.name.startswith(name_prefix)]
+
+    def instance(self, instance_id: str):
+        return self._instance(self._get(f"/instances/{instance_id}"))
+
     @property
     def requests_sent(self) -> int:
         return self._api.requests_sent if self._api else 0

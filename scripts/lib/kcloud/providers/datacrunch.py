@@ -184,13 +184,6 @@ class Client(ProviderBase):
                         ip=i.get("ip"), price_per_hour=float(i.get("price_per_hour") or 0),
                         created_at=i.get("created_at", ""), keys=tuple(i.get("ssh_key_ids") or ()))
 
-    def instances(self, name_prefix: str | None = None) -> list[Instance]:
-        found = [self._instance(i) for i in self._get("/instances")]
-        return [i for i in found if not name_prefix or i.name.startswith(name_prefix)]
-
-    def instance(self, instance_id: str) -> Instance:
-        return self._instance(self._get(f"/instances/{instance_id}"))
-
     def terminate(self, instance_ids: list[str]) -> None:
         if not instance_ids:
             return
