@@ -36,7 +36,8 @@ def credential_spec(name: str) -> CredentialSpec:
     c = data(name)["credentials"]
     return CredentialSpec(provider=name, directory=c["directory"],
                           fields={k: tuple(v) for k, v in c["fields"].items()},
-                          env=dict(c["env"]), secrets=tuple(c["secrets"]))
+                          env={field: var for var, field in c["env"].items()},
+                          secrets=tuple(c["secrets"]))
 
 
 def snapshot(name: str) -> Catalog:
