@@ -11,6 +11,8 @@ SETS := $(if $(KDEVOPS_HOSTS_PREFIX),--set KDEVOPS_HOSTS_PREFIX=$(KDEVOPS_HOSTS_
         $(if $(KNLP),--set WORKFLOW_KNLP=y) \
         $(if $(SSH_CONFIG_PORT),--set SSH_CONFIG_PORT=$(SSH_CONFIG_PORT)) \
         $(if $(SSH_CONFIG_USER),--set SSH_CONFIG_USER=$(SSH_CONFIG_USER))
+# pip repeats a warning per package for find-links folders that do not exist on this machine.
+PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
@@ -34,12 +36,12 @@ help: ## This list
 $(RUNTIME_STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing runtime dependencies into $(VENV) ..."
-	@$(VENV)/bin/pip install -q -r requirements.txt
+	@set -o pipefail; $(VENV)/bin/pip install -q -r requirements.txt 2>&1 | $(PIP_QUIET)
 	@touch $@
 
 $(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
 	@echo "Installing test dependencies into $(VENV) ..."
-	@$(VENV)/bin/pip install -q -r requirements-test.txt
+	@set -o pipefail; $(VENV)/bin/pip install -q -r requirements-test.txt 2>&1 | $(PIP_QUIET)
 	@touch $@
 
 deps: $(RUNTIME_STAMP) ## Create .venv from the pinned requirements
