@@ -153,7 +153,11 @@ def test_system_terraform_binary_works_too(emulator, workspace, monkeypatch):
 
 
 CTRL_C_SCRIPT = """
+import signal
 import sys
+# A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+# inherited SIG_IGN: be the foreground program a user presses Ctrl-C in, wherever the test runs.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {lib!r})
 from kcloud.tfprovider.runner import Terraform
 tf = Terraform({root!r}, binary={binary!r}, stop_timeout=30)
