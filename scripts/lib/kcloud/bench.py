@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import random
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
-from collections import deque
+from pathlib import Path
 
 from kcloud import errors, providers, tiers
 from kcloud.bringup.failover import AllCandidatesFailed, launch_first
@@ -72,7 +73,18 @@ def bench_defconfig(runs: int = 15) -> None:
             commands.defconfig("lambdalabs-h100-or-less", [], config_path=os.path.join(tmp, ".config"))
             times.append(time.perf_counter() - t0)
     print(f"defconfig lambdalabs-h100-or-less, in process, {runs} runs: median {statistics.median(times) * 1000:.0f} ms"
-          f" (max {max(times) * 1000:.0f} ms)  (target <= 500 ms)")
+          f" (max {max(times) * 1000:.0f} ms)")
+    from kcloud.demo import scratch_project
+    with tempfile.TemporaryDirectory() as tmp:
+        work = scratch_project(Path(tmp))
+        times = []
+        for _ in range(runs // 3):
+            t0 = time.perf_counter()
+            subprocess.run(["make", "-s", "defconfig-lambdalabs-h100-or-less"], cwd=work, check=True,
+                           stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+    print(f"make defconfig-lambdalabs-h100-or-less, whole command, {len(times)} runs: "
+          f"median {statistics.median(times) * 1000:.0f} ms (max {max(times) * 1000:.0f} ms)  (target <= 500 ms)")
 
 
 # -- launch race ------------------------------------------------------------------------
