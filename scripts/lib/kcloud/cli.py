@@ -247,21 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kcloud", description="GPU machines from clouds that are usually sold out")
     parser.add_argument("-v", "--debug", action="store_true", help="log every HTTP request (redacted)")
     sub = parser.add_subparsers(dest="top", required=True)
+    from kcloud.kconfig import commands as kconfig_commands
     for name in providers.names():
-        ps = _provider_parser(sub, name)
-        try:
-            from kcloud.kconfig import commands as kc
-            kc.register_provider(ps, name)     # generate-kconfig
-        except ImportError:
-            pass
+        kconfig_commands.register_provider(_provider_parser(sub, name), name)   # generate-kconfig
     # Listed for --help only: main() hands the emulator its arguments untouched (own parser).
     sub.add_parser("emulator", help="serve both provider APIs on 127.0.0.1 (emulator --help)", add_help=False)
     for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module).register(sub)
-        except ImportError as exc:
-            if exc.name != module:
-                raise
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -37,12 +37,12 @@ def _say(line: str = "") -> None:
 def owned_instances(provider, project: Project, settings=None) -> list:
     """Instances this directory launched: journalled ids, or our host name carrying our own key.
     A shared-prefix neighbour with another key is never touched."""
-    journal_ids = {e.get("id") for e in Journal(project.journal_path).events() if e.get("id")}
-    names = {e.get("name") for e in Journal(project.journal_path).events() if e.get("name")}
+    events = Journal(project.journal_path).events()
+    journal_ids = {e["id"] for e in events if e.get("id")}
+    names = {e["name"] for e in events if e.get("name")}
     if settings is not None:
         names.add(settings.host_name)
-    key_refs = {project.key_name}
-    key_refs |= {e.get("key_id") for e in Journal(project.journal_path).events() if e.get("key_id")}
+    key_refs = {project.key_name} | {e["key_id"] for e in events if e.get("key_id")}
     found = []
     for inst in provider.instances():
         if inst.state == TERMINATED:
