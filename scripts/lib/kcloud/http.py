@@ -166,6 +166,31 @@ def _reason(exc: Exception) -> str:
     return text[:80]
 
 
+STATUS_ERRORS = {401: errors.AuthError, 403: errors.AuthError, 402: errors.QuotaError, 404: errors.NotFound}
+
+
+def typed_error(provider: str, resp: requests.Response, what: str, code: str, message: str,
+                codes: dict[str, type], cls: type | None = None) -> errors.ApiError:
+    """The typed error for an answer, once for every provider: the provider's own code table
+    first, then the HTTP status. Providers only unwrap their envelope into (code, message)."""
+    message = message or resp.reason or ""
+    if cls is None:
+        if resp.status_code == 429:
+            cls = errors.RateLimited
+        elif code in codes:
+            cls = codes[code]
+        elif resp.status_code in STATUS_ERRORS:
+            cls = STATUS_ERRORS[resp.status_code]
+        elif resp.status_code >= 500 or error_body(resp) is None:
+            cls = errors.TransientError
+        elif "image" in message.lower():
+            cls = errors.ImageNotSupported
+        else:
+            cls = errors.InvalidRequest
+    detail = f"{code}: {message}" if code else f"HTTP {resp.status_code} {message}"
+    return cls(f"{provider}: {what}: {detail}", provider=provider)
+
+
 def error_body(resp: requests.Response) -> Any:
     """The decoded error body, or None when it is not JSON (Lambda's edge 429, proxies)."""
     try:

@@ -15,7 +15,7 @@ import requests
 
 from kcloud import errors, redact
 from kcloud.catalog import Catalog, Image, InstanceType
-from kcloud.http import ApiClient, error_body
+from kcloud.http import ApiClient, error_body, typed_error
 from kcloud.providers import ProviderBase, snapshot
 from kcloud.providers.base import (ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance,
                                    LaunchRequest, SshKey)
@@ -35,27 +35,9 @@ REFRESH_MARGIN_S = 30   # like the Go SDK: refresh 30 s before the token expires
 def map_error(resp: requests.Response, what: str) -> errors.ApiError:
     body = error_body(resp)
     code = body.get("code", "") if isinstance(body, dict) else ""
-    message = (body.get("message") if isinstance(body, dict) else None) or resp.reason or ""
-    if "not enough resources" in message.lower():
-        cls = errors.CapacityError
-    elif resp.status_code == 429:
-        cls = errors.RateLimited
-    elif code in ERRORS:
-        cls = ERRORS[code]
-    elif resp.status_code in (401, 403):
-        cls = errors.AuthError
-    elif resp.status_code == 402:
-        cls = errors.QuotaError
-    elif resp.status_code == 404:
-        cls = errors.NotFound
-    elif resp.status_code >= 500 or body is None:
-        cls = errors.TransientError
-    elif "image" in message.lower():
-        cls = errors.ImageNotSupported
-    else:
-        cls = errors.InvalidRequest
-    detail = f"{code}: {message}" if code else f"HTTP {resp.status_code} {message}"
-    return cls(f"datacrunch: {what}: {detail}", provider="datacrunch")
+    message = (body.get("message") if isinstance(body, dict) else None) or ""
+    capacity = errors.CapacityError if "not enough resources" in message.lower() else None
+    return typed_error("datacrunch", resp, what, code, message, ERRORS, cls=capacity)
 
 
 class _OAuth(requests.auth.AuthBase):

@@ -13,7 +13,7 @@ import requests
 
 from kcloud import errors
 from kcloud.catalog import Catalog, Image, InstanceType
-from kcloud.http import ApiClient, error_body
+from kcloud.http import ApiClient, error_body, typed_error
 from kcloud.providers import ProviderBase, snapshot
 from kcloud.providers.base import (ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance,
                                    LaunchRequest, SshKey)
@@ -50,23 +50,7 @@ class _BearerKey(requests.auth.AuthBase):
 def map_error(resp: requests.Response, what: str) -> errors.ApiError:
     body = error_body(resp)
     err = body.get("error", {}) if isinstance(body, dict) else {}
-    code, message = err.get("code", ""), err.get("message") or resp.reason
-    if resp.status_code == 429:
-        cls = errors.RateLimited
-    elif code in ERRORS:
-        cls = ERRORS[code]
-    elif resp.status_code in (401, 403):
-        cls = errors.AuthError
-    elif resp.status_code == 404:
-        cls = errors.NotFound
-    elif resp.status_code >= 500 or body is None:
-        cls = errors.TransientError
-    else:
-        cls = errors.InvalidRequest
-    if cls is errors.InvalidRequest and "image" in str(message).lower():
-        cls = errors.ImageNotSupported
-    detail = f"{code}: {message}" if code else f"HTTP {resp.status_code} {message}"
-    return cls(f"lambdalabs: {what}: {detail}", provider="lambdalabs")
+    return typed_error("lambdalabs", resp, what, err.get("code", ""), err.get("message", ""), ERRORS)
 
 
 def _data(answer, what: str):
