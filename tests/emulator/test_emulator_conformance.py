@@ -13,7 +13,11 @@ from emuhelpers import LAMBDA_KEY, wait_for
 verda = pytest.importorskip("verda")
 lambda_client = pytest.importorskip("lambda_ai_cloud_api_client")
 
-from lambda_ai_cloud_api_client.api.filesystems import list_filesystems  # noqa: E402
+from lambda_ai_cloud_api_client.api.filesystems import (  # noqa: E402
+    create_filesystem,
+    filesystem_delete,
+    list_filesystems,
+)
 from lambda_ai_cloud_api_client.api.images import list_images  # noqa: E402
 from lambda_ai_cloud_api_client.api.instances import (  # noqa: E402
     get_instance,
@@ -26,8 +30,12 @@ from lambda_ai_cloud_api_client.api.instances import (  # noqa: E402
 from lambda_ai_cloud_api_client.api.ssh_keys import add_ssh_key, delete_ssh_key, list_ssh_keys  # noqa: E402
 from lambda_ai_cloud_api_client.models import (  # noqa: E402
     AddSSHKeyRequest,
+    ApiErrorDuplicate,
+    ApiErrorFilesystemInUse,
+    ApiErrorFileSystemInWrongRegion,
     ApiErrorInsufficientCapacity,
     ApiErrorLaunchResourceNotFound,
+    FilesystemCreateRequest,
     GeneratedSSHKey,
     InstanceLaunchRequest,
     InstanceRestartRequest,
@@ -169,3 +177,34 @@ def test_lambda_client_parses_every_answer(emulator):
 def test_lambda_client_parses_401(emu):
     answer = list_instances.sync(client=lambda_api(emu, "wrong-key"))
     assert answer.error.code == "global/invalid-api-key"
+
+
+def test_lambda_client_parses_file_systems_tags_and_their_errors(emu):
+    client = lambda_api(emu)
+    add_ssh_key.sync(client=client, body=AddSSHKeyRequest(name="gen"))
+    fs = create_filesystem.sync(
+        client=client, body=FilesystemCreateRequest.from_dict({"name": "shared", "region": "us-east-1"})
+    ).data
+    assert fs.name == "shared" and fs.is_in_use is False and fs.region.name == "us-east-1"
+    dup = create_filesystem.sync(
+        client=client, body=FilesystemCreateRequest.from_dict({"name": "shared", "region": "us-east-1"})
+    )
+    assert isinstance(dup.error, ApiErrorDuplicate)
+    (listed,) = list_filesystems.sync(client=client).data
+    assert listed.id == fs.id
+
+    def launch(region, **extra):
+        body = {"region_name": region, "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["gen"], **extra}
+        return launch_instance.sync(client=client, body=InstanceLaunchRequest.from_dict(body))
+
+    assert isinstance(launch("us-west-1", file_system_names=["shared"]).error, ApiErrorFileSystemInWrongRegion)
+    tags = [{"key": "run-id", "value": "r-1"}]
+    (iid,) = launch("us-east-1", file_system_names=["shared"], tags=tags).data.instance_ids
+    inst = get_instance.sync(id=iid, client=client).data
+    assert inst.file_system_names == ["shared"] and inst.file_system_mounts[0].file_system_id == fs.id
+    assert [t.to_dict() for t in inst.tags] == tags
+    assert isinstance(filesystem_delete.sync(id=fs.id, client=client).error, ApiErrorFilesystemInUse)
+    terminate_instance.sync(client=client, body=InstanceTerminateRequest(instance_ids=[iid]))
+    wait_for(lambda: get_instance.sync(id=iid, client=client).data.status == InstanceStatus.TERMINATED)
+    assert filesystem_delete.sync(id=fs.id, client=client).data.deleted_ids == [fs.id]
+    assert filesystem_delete.sync(id=fs.id, client=client).error.code == "global/object-does-not-exist"

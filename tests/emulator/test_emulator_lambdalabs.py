@@ -1,10 +1,12 @@
 """Lambda API v1 as served by the emulator: envelopes, auth, launch rules, lifecycle, rate limits."""
 
 import base64
+import hashlib
 import re
 
 import pytest
 from emuhelpers import LAMBDA_KEY, LambdaClient, wait_for
+from kcloud.emulator.scenario import load
 
 
 def add_key(lam, public_key, name="k"):
@@ -218,5 +220,157 @@ def test_restart_and_rename(emulator, keypair):
 
 
 def test_unknown_endpoint_is_404_in_the_error_envelope(lam):
-    r = lam("GET", "/regions")
+    r = lam("GET", "/no-such-endpoint")
     assert r.status_code == 404 and error_code(r) == "global/object-does-not-exist"
+
+
+def test_regions_lists_every_region_with_its_description(lam):
+    regions = lam("GET", "/regions").json()["data"]
+    assert len(regions) == 17 and all(set(r) == {"name", "description"} for r in regions)
+    assert {"name": "us-east-1", "description": "Virginia, USA"} in regions
+
+
+def test_default_launch_limit_is_one_per_12_seconds_when_enabled(emulator, keypair):
+    limits = load("default").provider("lambdalabs")["rate_limits"]
+    assert limits["enabled"] is False and limits["launch"] == {"requests": 1, "per_seconds": 12.0}
+    general = {"requests": 100, "per_seconds": 60}
+    emu = emulator({"extends": "default", "lambdalabs": {"rate_limits": {"enabled": True, "general": general}}})
+    lam = LambdaClient(emu.lambdalabs_url)
+    add_key(lam, keypair()[1])
+    assert launch(lam).status_code == 200
+    r = launch(lam)
+    assert r.status_code == 429 and r.text == "error code: 1015" and 11 <= int(r.headers["Retry-After"]) <= 12
+
+
+def test_launch_tags_are_echoed_in_the_instance_and_the_state(emu, lam, keypair):
+    add_key(lam, keypair()[1])
+    tags = [{"key": "run-id", "value": "r-123"}, {"key": "kcloud:owner", "value": ""}]
+    iid = launch(lam, tags=tags).json()["data"]["instance_ids"][0]
+    assert lam("GET", f"/instances/{iid}").json()["data"]["tags"] == tags
+    assert lam("GET", "/instances").json()["data"][0]["tags"] == tags
+    assert emu.state()["instances"][0]["tags"] == tags
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        [{"key": "Run-id", "value": "x"}],  # uppercase
+        [{"key": "r", "value": "x"}],  # one character: the regex wants two or more
+        [{"key": "1run", "value": "x"}],  # must start with a letter
+        [{"key": "run_id", "value": "x"}],  # underscore
+        [{"key": "a" * 56, "value": "x"}],
+        [{"key": "run-id", "value": "x" * 129}],
+        [{"key": "run-id"}],
+        {"run-id": "x"},
+    ],
+)
+def test_bad_launch_tags_are_400_invalid_parameters(emu, lam, keypair, tags):
+    add_key(lam, keypair()[1])
+    r = launch(lam, tags=tags)
+    assert r.status_code == 400 and error_code(r) == "global/invalid-parameters", r.text
+    assert emu.state()["instances"] == []
+
+
+def test_longest_valid_tag_is_accepted(lam, keypair):
+    add_key(lam, keypair()[1])
+    tags = [{"key": "a" + "-" * 54, "value": "v" * 128}]
+    assert launch(lam, tags=tags).status_code == 200
+
+
+def test_user_data_is_kept_but_only_its_hash_is_shown(emu, lam, keypair):
+    add_key(lam, keypair()[1])
+    user_data = "#cloud-config\nruncmd: [touch /tmp/x]\n"
+    iid = launch(lam, user_data=user_data).json()["data"]["instance_ids"][0]
+    assert "user_data" not in lam("GET", f"/instances/{iid}").json()["data"]
+    (inst,) = emu.state()["instances"]
+    assert inst["user_data"] == {"length": len(user_data), "sha256": hashlib.sha256(user_data.encode()).hexdigest()}
+    r = launch(lam, user_data="x" * (1024 * 1024 + 1))
+    assert r.status_code == 400 and error_code(r) == "global/invalid-parameters"
+
+
+def fs_create(lam, name, region="us-east-1"):
+    return lam("POST", "/filesystems", json={"name": name, "region": region})
+
+
+def test_file_system_create_list_and_its_errors(emu, lam):
+    r = fs_create(lam, "shared-fs")
+    assert r.status_code == 200, r.text
+    fs = r.json()["data"]
+    assert set(fs) == {"id", "name", "mount_point", "created", "created_by", "is_in_use", "region", "bytes_used"}
+    assert re.fullmatch(r"[0-9a-f]{32}", fs["id"]) and fs["mount_point"] == "/lambda/nfs/shared-fs"
+    assert fs["region"] == {"name": "us-east-1", "description": "Virginia, USA"} and fs["is_in_use"] is False
+    assert fs["created_by"]["status"] == "active"
+    assert lam("GET", "/file-systems").json()["data"] == [fs]
+    dup = fs_create(lam, "shared-fs", "us-west-1")
+    assert dup.status_code == 400 and error_code(dup) == "global/duplicate"
+    for bad in ("1fs", "has space", "x" * 61, ""):
+        r = fs_create(lam, bad)
+        assert r.status_code == 400 and error_code(r) == "global/invalid-parameters", bad
+    assert error_code(fs_create(lam, "elsewhere", "mars-1")) == "global/invalid-parameters"
+    state = emu.state()
+    assert state["file_systems"] == [
+        {"provider": "lambdalabs", "id": fs["id"], "name": "shared-fs", "region": "us-east-1", "is_in_use": False}
+    ]
+    assert state["billable"]["file_systems"] == 1
+
+
+def test_mounted_file_system_is_in_use_until_its_instance_terminates(emu, lam, keypair):
+    add_key(lam, keypair()[1])
+    fs = fs_create(lam, "shared-fs").json()["data"]
+    plain = launch(lam).json()["data"]["instance_ids"][0]
+    iid = launch(lam, file_system_names=["shared-fs"]).json()["data"]["instance_ids"][0]
+    inst = lam("GET", f"/instances/{iid}").json()["data"]
+    assert inst["file_system_names"] == ["shared-fs"]
+    assert inst["file_system_mounts"] == [{"mount_point": "/lambda/nfs/shared-fs", "file_system_id": fs["id"]}]
+    bare = lam("GET", f"/instances/{plain}").json()["data"]
+    assert bare["file_system_names"] == [] and "file_system_mounts" not in bare
+    assert lam("GET", "/file-systems").json()["data"][0]["is_in_use"] is True
+    assert emu.state()["instances"][1]["file_system_names"] == ["shared-fs"]
+    r = lam("DELETE", f"/filesystems/{fs['id']}")
+    assert r.status_code == 400 and error_code(r) == "filesystems/filesystem-in-use"
+    lam("POST", "/instance-operations/terminate", json={"instance_ids": [iid]})
+    wait_for(lambda: lam("GET", f"/instances/{iid}").json()["data"]["status"] == "terminated")
+    assert lam("GET", "/file-systems").json()["data"][0]["is_in_use"] is False
+    assert lam("DELETE", f"/filesystems/{fs['id']}").json() == {"data": {"deleted_ids": [fs["id"]]}}
+    r = lam("DELETE", f"/filesystems/{fs['id']}")
+    assert r.status_code == 404 and error_code(r) == "global/object-does-not-exist"
+    assert lam("GET", "/file-systems").json()["data"] == [] and emu.state()["billable"]["file_systems"] == 0
+
+
+def test_file_system_mounts_by_id_win_over_names(lam, keypair):
+    add_key(lam, keypair()[1])
+    a = fs_create(lam, "fs-a").json()["data"]
+    b = fs_create(lam, "fs-b").json()["data"]
+    mounts = [{"mount_point": "/data/a", "file_system_id": a["id"]}]
+    iid = launch(lam, file_system_names=["fs-b", "fs-a"], file_system_mounts=mounts).json()["data"]["instance_ids"][0]
+    inst = lam("GET", f"/instances/{iid}").json()["data"]
+    assert inst["file_system_names"] == ["fs-a", "fs-b"]
+    assert inst["file_system_mounts"] == [
+        {"mount_point": "/data/a", "file_system_id": a["id"]},
+        {"mount_point": "/lambda/nfs/fs-b", "file_system_id": b["id"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra, code",
+    [
+        ({"file_system_names": ["west-fs"]}, "instance-operations/launch/file-system-in-wrong-region"),
+        ({"file_system_names": ["no-such-fs"]}, "global/object-does-not-exist"),
+        (
+            {"file_system_mounts": [{"mount_point": "/data/x", "file_system_id": "0" * 32}]},
+            "global/object-does-not-exist",
+        ),
+        ({"file_system_mounts": [{"mount_point": "/etc/x", "file_system_id": "ID"}]}, "global/invalid-parameters"),
+        ({"file_system_mounts": [{"mount_point": "/data/x"}]}, "global/invalid-parameters"),
+        ({"file_system_names": "west-fs"}, "global/invalid-parameters"),
+    ],
+)
+def test_launch_file_system_errors(emu, lam, keypair, extra, code):
+    add_key(lam, keypair()[1])
+    west = fs_create(lam, "west-fs", "us-west-1").json()["data"]
+    for mount in extra.get("file_system_mounts", []):
+        if mount.get("file_system_id") == "ID":
+            mount["file_system_id"] = west["id"]
+    r = launch(lam, **extra)
+    assert r.status_code == 400 and error_code(r) == code, r.text
+    assert emu.state()["instances"] == []

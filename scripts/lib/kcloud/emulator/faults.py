@@ -4,9 +4,15 @@ A fault matches requests by method and a glob on the path below the API base
 (`/instance-operations/launch`, `/instances/*`); it fires on the `nth` matching
 request that reaches it and the `times - 1` after it (`times: 0` = every one
 from `nth` on). Faults are checked in schedule order, and one that answers in
-the API's place (error, status, disconnect) hides that request from the faults
-after it: "three 429s, then a malformed body on the 1st /instance-types" means
-the first answer that is not a 429.
+the API's place (error, status, disconnect, reset) hides that request from
+the faults after it: "three 429s, then a malformed body on the 1st
+/instance-types" means the first answer that is not a 429.
+
+Timing and connection faults differ in whether the request is carried out:
+`delay_ms` waits *before* the API acts, `late_ms` and `disconnect_after` act
+first and then hold or drop the answer (a launch that created the machine but
+whose answer the client never saw), `disconnect` and `reset` drop the
+connection instead of acting.
 """
 
 from __future__ import annotations
@@ -30,10 +36,12 @@ ERROR_KINDS = (
     "internal",
     "unavailable",
     "rate-limited",
+    "conflict",
 )
 MALFORMED = ("truncated", "html", "empty")
 INSTANCE_FAULTS = ("stuck", "unhealthy")
-RESPONDERS = ("error", "status", "malformed", "disconnect")
+RESPONDERS = ("error", "status", "disconnect", "reset")  # answer in the API's place
+EXCLUSIVE = RESPONDERS + ("malformed", "disconnect_after")  # at most one per fault
 
 
 class FaultError(ValueError):
@@ -48,14 +56,17 @@ class Fault:
     method: str | None = None
     nth: int = 1
     times: int = 1
-    delay_ms: int = 0  # answer normally, but this much later
+    delay_ms: int = 0  # wait this long, then let the API act and answer
+    late_ms: int = 0  # let the API act, then hold its answer this long
     error: str | None = None  # answer with the provider's own error of this kind
     message: str | None = None  # overrides the error's default message
     status: int | None = None  # answer with exactly this status/body/headers
     body: str = ""
     headers: dict = field(default_factory=dict)
     malformed: str | None = None  # answer normally, then corrupt the body
-    disconnect: bool = False  # close the connection without answering
+    disconnect: bool = False  # close the connection without answering (the API never acts)
+    disconnect_after: bool = False  # let the API act, then close the connection without answering
+    reset: bool = False  # abort the connection with a TCP RST (the API never acts)
     set_capacity: list = field(default_factory=list)  # rules applied after answering
     instance: str | None = None  # tag the instance this launch creates
     after_s: float = 0.0  # for instance: unhealthy, seconds after becoming active
@@ -76,8 +87,8 @@ class Fault:
 
     @property
     def responds(self) -> bool:
-        """True if the fault replaces the normal answer (rather than delaying or tagging it)."""
-        return bool(self.error or self.status or self.disconnect)
+        """True if the fault answers in the API's place, so the API never sees the request."""
+        return any(getattr(self, k) for k in RESPONDERS)
 
     def public(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "", [], {}, False)}
@@ -97,11 +108,16 @@ def parse_fault(spec: Any) -> Fault:
         raise FaultError(f"fault malformed must be one of {MALFORMED}: {spec!r}")
     if fault.instance and fault.instance not in INSTANCE_FAULTS:
         raise FaultError(f"fault instance must be one of {INSTANCE_FAULTS}: {spec!r}")
-    if sum(bool(getattr(fault, k)) for k in RESPONDERS) > 1:
-        raise FaultError(f"a fault can use only one of {RESPONDERS}: {spec!r}")
-    counts = (fault.nth, fault.times, fault.delay_ms)
-    if not all(isinstance(n, int) for n in counts) or fault.nth < 1 or min(counts) < 0:
-        raise FaultError(f"fault needs integers nth >= 1, times >= 0, delay_ms >= 0: {spec!r}")
+    if sum(bool(getattr(fault, k)) for k in EXCLUSIVE) > 1:
+        raise FaultError(f"a fault can use only one of {EXCLUSIVE}: {spec!r}")
+    for flag in ("disconnect", "disconnect_after", "reset"):
+        if not isinstance(getattr(fault, flag), bool):
+            raise FaultError(f"fault {flag} must be true or false: {spec!r}")
+    counts = (fault.nth, fault.times, fault.delay_ms, fault.late_ms)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or fault.nth < 1 or min(counts) < 0:
+        raise FaultError(f"fault needs integers nth >= 1, times >= 0, delay_ms >= 0, late_ms >= 0: {spec!r}")
+    if not isinstance(fault.after_s, (int, float)) or isinstance(fault.after_s, bool) or fault.after_s < 0:
+        raise FaultError(f"fault after_s must be a number >= 0: {spec!r}")
     rules = fault.set_capacity if isinstance(fault.set_capacity, list) else [fault.set_capacity]
     try:
         fault.set_capacity = [check_rule(r) for r in rules]

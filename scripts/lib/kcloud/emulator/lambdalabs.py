@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import time
 import uuid
 
 from .server import ApiError, ProviderApi, Request, Response, json_response, text_response
 from .sshd import generate_keypair, is_public_key
-from .state import Instance
+from .state import Instance, iso_time
 
 # kind -> (HTTP status, code, message, suggestion); messages are the spec's defaults.
 ERRORS = {
@@ -50,6 +52,12 @@ ERRORS = {
         "An internal server error occurred.",
         "Try again later. Contact Support if the problem persists.",
     ),
+    "conflict": (
+        409,
+        "global/conflict",
+        "The request conflicts with the current state of the resource.",
+        "Check the resource's current state and try again.",
+    ),
     "unavailable": (
         503,
         "global/internal-error",
@@ -62,6 +70,15 @@ IMAGE_TIME = "2025-01-01T00:00:00Z"
 MAX_NAME = 64
 MAX_PUBLIC_KEY = 4096
 MAX_USER_DATA = 1024 * 1024
+TAG_KEY = re.compile(r"^[a-z][a-z0-9-:]+$")
+MAX_TAG_KEY, MAX_TAG_VALUE = 55, 128
+FS_NAME = re.compile(r"^[a-zA-Z]+[0-9a-zA-Z-]*$")
+MAX_FS_NAME = 60
+MAX_FILE_SYSTEMS = 24  # per account (last documented; UNCERTAIN)
+MOUNT_POINT = re.compile(r"^(/home|/lambda/nfs|/data)[//a-zA-Z0-9-]*$")
+MAX_MOUNT_POINT = 256
+FS_NOT_FOUND = "Filesystem was not found."
+ACCOUNT_USER = {"id": "0" * 31 + "1", "email": "emulator@example.com", "status": "active"}
 
 
 class LambdaApi(ProviderApi):
@@ -92,7 +109,10 @@ class LambdaApi(ProviderApi):
             ("POST", "/ssh-keys", self.add_key, True),
             ("DELETE", "/ssh-keys/{key_id}", self.delete_key, True),
             ("GET", "/images", self.images, True),
+            ("GET", "/regions", self.regions, True),
             ("GET", "/file-systems", self.file_systems, True),
+            ("POST", "/filesystems", self.create_file_system, True),
+            ("DELETE", "/filesystems/{fs_id}", self.delete_file_system, True),
         ]
 
     # --- plumbing hooks --------------------------------------------------
@@ -119,7 +139,7 @@ class LambdaApi(ProviderApi):
         if err.kind == "rate-limited":  # Cloudflare answers, not the API: not JSON
             return text_response("error code: 1015", 429, {"Retry-After": "1", **err.headers})
         status, code, message, suggestion = ERRORS[err.kind]
-        body = {"error": {"code": code, "message": err.message or message, "suggestion": suggestion}}
+        body = {"error": {"code": err.code or code, "message": err.message or message, "suggestion": suggestion}}
         return json_response(body, err.status or status, err.headers)
 
     # --- rendering -------------------------------------------------------
@@ -139,19 +159,21 @@ class LambdaApi(ProviderApi):
 
     def _instance(self, inst: Instance) -> dict:
         status = self.statuses[inst.phase]
+        mounts = inst.details["file_system_mounts"]
         out = {
             "id": inst.id,
             "status": status,
             "ssh_key_names": [k["name"] for k in inst.ssh_keys],
-            "file_system_names": [],
-            "file_system_mounts": [],
+            "file_system_names": list(inst.details["file_system_names"]),
             "region": self._region(inst.region),
             "instance_type": self._type(inst.instance_type),
             "hostname": inst.details["hostname"],
-            "tags": inst.details["tags"],
+            "tags": [dict(t) for t in inst.details["tags"]],
             "firewall_rulesets": [],
             "actions": _actions(status),
         }
+        if mounts:  # v1.10.0 leaves the key out when nothing is mounted
+            out["file_system_mounts"] = [dict(m) for m in mounts]
         if inst.name is not None:
             out["name"] = inst.name
         if inst.ip and status != "terminated":  # `ip` is absent until the first boot completes
@@ -224,31 +246,76 @@ class LambdaApi(ProviderApi):
             raise ApiError("invalid", f"Unknown region: {region}.")
         if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME):
             raise ApiError("invalid", f"name must be a string of at most {MAX_NAME} characters.")
-        if len(str(body.get("user_data") or "")) > MAX_USER_DATA:
-            raise ApiError("invalid", "user_data must be at most 1 MB.")
-        if body.get("file_system_names") or body.get("file_system_mounts"):
-            raise ApiError("not-found", "Filesystem was not found.", status=400)
+        user_data = body.get("user_data")
+        if user_data is not None and (not isinstance(user_data, str) or len(user_data.encode()) > MAX_USER_DATA):
+            raise ApiError("invalid", "user_data must be a string of at most 1 MB.")
+        tags = _launch_tags(body.get("tags"))
         key = next((k for k in self.state.keys(self.name) if k["name"] == key_names[0]), None)
         if key is None:
             raise ApiError("not-found", f"SSH key {key_names[0]!r} does not exist.", status=400)
-        inst = Instance(
-            provider=self.name,
-            id=uuid.uuid4().hex,
-            instance_type=type_name,
-            region=region,
-            name=name,
-            ssh_keys=[key],
-            details={
-                "image": self._launch_image(body.get("image"), type_name, region),
-                "hostname": body.get("hostname") or f"lambda-{uuid.uuid4().hex[:8]}",
-                "tags": list(body.get("tags") or []),
-                "user_data": body.get("user_data"),
-            },
-            **req.instance_fault,
-        )
-        if not self.state.launch(inst):
-            raise ApiError("insufficient-capacity")
+        image = self._launch_image(body.get("image"), type_name, region)
+        with self.state.lock:  # filesystems cannot be deleted between the check and the launch
+            mounts = self._launch_mounts(body, region)
+            inst = Instance(
+                provider=self.name,
+                id=uuid.uuid4().hex,
+                instance_type=type_name,
+                region=region,
+                name=name,
+                ssh_keys=[key],
+                details={
+                    "image": image,
+                    "hostname": body.get("hostname") or f"lambda-{uuid.uuid4().hex[:8]}",
+                    "tags": tags,
+                    "user_data": user_data,
+                    "file_system_mounts": mounts,
+                    "file_system_names": [self.state.file_systems[m["file_system_id"]]["name"] for m in mounts],
+                },
+                **req.instance_fault,
+            )
+            if not self.state.launch(inst):
+                raise ApiError("insufficient-capacity")
         return json_response({"data": {"instance_ids": [inst.id]}})
+
+    def _launch_mounts(self, body: dict, region: str) -> list[dict]:
+        """`file_system_mounts` (by id, own path) then `file_system_names` (by name, default path).
+
+        A filesystem in both lists is mounted once, at the `file_system_mounts` path.
+        Caller holds the state lock.
+        """
+        names = body.get("file_system_names") or []
+        mounts = body.get("file_system_mounts") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ApiError("invalid", "file_system_names must be a list of filesystem names.")
+        if not isinstance(mounts, list) or not all(
+            isinstance(m, dict)
+            and set(m) == {"mount_point", "file_system_id"}
+            and all(isinstance(v, str) for v in m.values())
+            for m in mounts
+        ):
+            raise ApiError("invalid", "file_system_mounts must be a list of {mount_point, file_system_id}.")
+        for m in mounts:
+            if len(m["mount_point"]) > MAX_MOUNT_POINT or not MOUNT_POINT.match(m["mount_point"]):
+                raise ApiError("invalid", f"Invalid mount_point: {m['mount_point']!r}.")
+        by_id = self.state.file_systems
+        by_name = {f["name"]: f for f in by_id.values()}
+        chosen: dict[str, str] = {}  # filesystem id -> mount point
+        for m in mounts:
+            if m["file_system_id"] not in by_id:
+                raise ApiError("not-found", FS_NOT_FOUND, status=400)
+            chosen.setdefault(m["file_system_id"], m["mount_point"])
+        for n in names:
+            if n not in by_name:
+                raise ApiError("not-found", FS_NOT_FOUND, status=400)
+            chosen.setdefault(by_name[n]["id"], by_name[n]["mount_point"])
+        elsewhere = [by_id[i]["name"] for i in chosen if by_id[i]["region"] != region]
+        if elsewhere:
+            raise ApiError(
+                "invalid",
+                f"Filesystem(s) {', '.join(elsewhere)} are not in region {region}.",
+                code="instance-operations/launch/file-system-in-wrong-region",
+            )
+        return [{"mount_point": mp, "file_system_id": i} for i, mp in chosen.items()]
 
     def _launch_image(self, spec, type_name: str, region: str) -> dict:
         """Resolve `{"id"}` / `{"family"}` (default: latest Lambda Stack) to an image of the type's architecture."""
@@ -321,9 +388,82 @@ class LambdaApi(ProviderApi):
         data = [self._image(i, r) for r in self.catalog["regions"] for i in self.catalog["images"]]
         return json_response({"data": data})
 
+    def regions(self, req: Request) -> Response:
+        return json_response({"data": [self._region(code) for code in self.catalog["regions"]]})
+
+    # --- filesystems -----------------------------------------------------
+
+    def _fs(self, fs: dict) -> dict:
+        """The Filesystem object. `bytes_used` stays 0: nothing is ever written to it."""
+        return {
+            "id": fs["id"],
+            "name": fs["name"],
+            "mount_point": fs["mount_point"],
+            "created": fs["created"],
+            "created_by": dict(ACCOUNT_USER),
+            "is_in_use": self.state.fs_in_use(fs["id"]),
+            "region": self._region(fs["region"]),
+            "bytes_used": 0,
+        }
+
     def file_systems(self, req: Request) -> Response:
-        """Filesystems are not emulated: the list is always empty."""
-        return json_response({"data": []})
+        with self.state.lock:
+            return json_response({"data": [self._fs(f) for f in self.state.file_systems.values()]})
+
+    def create_file_system(self, req: Request) -> Response:
+        body = req.json_object()
+        name, region = body.get("name"), body.get("region")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_FS_NAME or not FS_NAME.match(name):
+            raise ApiError("invalid", f"name must be 1 to {MAX_FS_NAME} letters, digits or '-', starting with a letter.")
+        if region not in self.catalog["regions"]:
+            raise ApiError("invalid", f"Unknown region: {region}.")
+        with self.state.lock:
+            existing = self.state.file_systems
+            if any(f["name"] == name for f in existing.values()):
+                raise ApiError("invalid", f"A filesystem named {name!r} already exists.", code="global/duplicate")
+            if len(existing) >= MAX_FILE_SYSTEMS:
+                raise ApiError("quota")
+            fs = {
+                "id": uuid.uuid4().hex,
+                "name": name,
+                "region": region,
+                "mount_point": f"/lambda/nfs/{name}",
+                "created": iso_time(time.time()),
+            }
+            existing[fs["id"]] = fs
+            return json_response({"data": self._fs(fs)})
+
+    def delete_file_system(self, req: Request, fs_id: str) -> Response:
+        with self.state.lock:
+            if fs_id not in self.state.file_systems:
+                raise ApiError("not-found", FS_NOT_FOUND)
+            if self.state.fs_in_use(fs_id):
+                raise ApiError(
+                    "invalid",
+                    "Filesystem is in use by an instance; terminate the instance first.",
+                    code="filesystems/filesystem-in-use",
+                )
+            del self.state.file_systems[fs_id]
+        return json_response({"data": {"deleted_ids": [fs_id]}})
+
+
+def _launch_tags(raw) -> list[dict]:
+    """`tags: [{key, value}]`: keys `^[a-z][a-z0-9-:]+$` up to 55 characters, values up to 128."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ApiError("invalid", "tags must be a list of {key, value}.")
+    tags = []
+    for tag in raw:
+        if not isinstance(tag, dict) or set(tag) != {"key", "value"}:
+            raise ApiError("invalid", "Each tag must be {key, value}.")
+        key, value = tag["key"], tag["value"]
+        if not isinstance(key, str) or len(key) > MAX_TAG_KEY or not TAG_KEY.match(key):
+            raise ApiError("invalid", f"Invalid tag key {key!r}: lowercase letter first, then [a-z0-9-:], <= 55.")
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE:
+            raise ApiError("invalid", f"Invalid value for tag {key!r}: a string of at most {MAX_TAG_VALUE} characters.")
+        tags.append({"key": key, "value": value})
+    return tags
 
 
 def _actions(status: str) -> dict:

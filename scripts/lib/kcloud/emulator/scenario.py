@@ -39,7 +39,7 @@ def _provider_defaults(catalog: str, credentials: dict, **extra: Any) -> dict:
         "rate_limits": {
             "enabled": False,
             "general": {"requests": 1, "per_seconds": 1.0},
-            "launch": {"requests": 1, "per_seconds": 10.0},
+            "launch": {"requests": 1, "per_seconds": 12.0},
         },
         "credentials": credentials,
         "faults": [],

@@ -6,6 +6,10 @@ request through the same pipeline:
 
     admin (/_emulator/*) | latency -> rate limit -> faults -> auth + route -> log
 
+A fault's `delay_ms` sleeps before the API acts; `late_ms` sleeps after it
+acted, and `disconnect_after` drops the answer of a request the API carried
+out; `disconnect` and `reset` drop the connection instead of acting.
+
 Handlers raise `ApiError(kind)` with a provider-neutral kind (see
 faults.ERROR_KINDS); the provider renders it, so a scheduled fault
 `error: insufficient-capacity` looks exactly like the real thing.
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -39,13 +45,19 @@ class ApiError(Exception):
     """A provider-neutral error; `ProviderApi.render_error` turns it into the provider's answer."""
 
     def __init__(
-        self, kind: str, message: str | None = None, headers: dict | None = None, status: int | None = None
+        self,
+        kind: str,
+        message: str | None = None,
+        headers: dict | None = None,
+        status: int | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message or kind)
         self.kind = kind
         self.message = message  # None: the provider's default message for the kind
         self.headers = headers or {}
         self.status = status  # None: the provider's usual status for the kind
+        self.code = code  # None: the provider's usual error code for the kind
 
 
 @dataclass
@@ -55,6 +67,7 @@ class Response:
     content_type: str = "application/json"
     headers: dict = field(default_factory=dict)
     disconnect: bool = False  # close the connection without answering
+    reset: bool = False  # abort the connection (TCP RST) without answering
 
 
 def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -204,7 +217,14 @@ class ApiServer:
             except ValueError as exc:
                 print(f"emulator: fault set_capacity ignored: {exc}", file=sys.stderr)
         malformed = next((f.malformed for f in faults if f.malformed), None)
-        return _corrupt(resp, malformed) if malformed else resp
+        if malformed:
+            resp = _corrupt(resp, malformed)
+        late = sum(f.late_ms for f in faults)
+        if late:  # the API has acted; the answer is held back
+            time.sleep(late / 1000)
+        if any(f.disconnect_after for f in faults):
+            resp = Response(resp.status, disconnect=True)  # acted, but the answer is lost
+        return resp
 
     def _call(self, req: Request) -> Response:
         try:
@@ -218,6 +238,8 @@ class ApiServer:
     def _fault_response(self, fault: Fault) -> Response:
         if fault.disconnect:
             return Response(disconnect=True)
+        if fault.reset:
+            return Response(reset=True)
         if fault.error:
             return self.api.render_error(ApiError(fault.error, fault.message, dict(fault.headers)))
         try:
@@ -247,6 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         resp = self.server.owner.respond(self.command, self.path, self.headers, body)
+        if resp.reset:
+            self._abort()
+            return
         if resp.disconnect:
             self.close_connection = True
             return
@@ -259,6 +284,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(resp.body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    def _abort(self) -> None:
+        """Close with SO_LINGER 0, so the kernel sends RST instead of FIN: the client sees a reset."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # detach() lets the fd close now although rfile/wfile still refer to the socket
+            os.close(self.connection.detach())
 
     def setup(self) -> None:
         super().setup()

@@ -11,10 +11,15 @@ phase to its own status word (Lambda `booting`, DataCrunch `provisioning`, ...):
 Timed transitions happen in `advance()`, called by the emulator's ticker;
 `booting -> active` is finished by `activate()` once the instance's sshd runs,
 so an instance never reports active before it answers SSH.
+
+Besides instances and SSH keys it keeps what a teardown must not forget:
+DataCrunch volumes (live and in the trash) and startup scripts, and Lambda
+filesystems. `snapshot()["billable"]` counts what is left of each.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
@@ -50,6 +55,34 @@ class Instance:
     ssh: dict = field(default_factory=dict)
 
 
+@dataclass
+class Volume:
+    """A DataCrunch block volume. `deleted_at` set: it is in the trash (still billed)."""
+
+    provider: str
+    id: str
+    name: str
+    size: int  # GB
+    type: str
+    location: str
+    is_os_volume: bool = False
+    instance_id: str | None = None  # attached to this instance
+    tags: list = field(default_factory=list)  # [{"id", "key", "value"}]
+    image: str | None = None  # OS volumes: the image they were made from
+    created_at: float = field(default_factory=time.time)
+    deleted_at: float | None = None
+
+    @property
+    def trash(self) -> bool:
+        return self.deleted_at is not None
+
+    @property
+    def status(self) -> str:
+        if self.trash:
+            return "deleted"
+        return "attached" if self.instance_id else "detached"
+
+
 class State:
     """The emulator's memory. Public methods lock; callers rendering several fields lock too."""
 
@@ -69,6 +102,9 @@ class State:
             self.ssh_keys: dict[str, dict[str, dict]] = {p: {} for p in PROVIDERS}
             self.tokens: dict[str, tuple[str, float]] = {}
             self.requests: deque = deque(maxlen=REQUEST_LOG_LIMIT)
+            self.volumes: dict[str, Volume] = {}  # DataCrunch, live and trash
+            self.scripts: dict[str, dict] = {}  # DataCrunch startup scripts: {"id", "name", "script", "created_at"}
+            self.file_systems: dict[str, dict] = {}  # Lambda: {"id", "name", "region", "mount_point", "created"}
 
     # --- traffic ---------------------------------------------------------
 
@@ -222,6 +258,56 @@ class State:
         with self.lock:
             return {i.id for i in self.instances.values() if i.phase == "active"}
 
+    def live(self, inst: Instance) -> bool:
+        """True until the instance is terminated (a terminating one still holds its mounts)."""
+        return inst.phase != "terminated"
+
+    # --- volumes (DataCrunch) --------------------------------------------
+
+    def add_volume(self, volume: Volume) -> Volume:
+        with self.lock:
+            self.volumes[volume.id] = volume
+        return volume
+
+    def volume(self, provider: str, volume_id: str, trash: bool | None = False) -> Volume | None:
+        """A volume by id; `trash` False: live only, True: trash only, None: either."""
+        with self.lock:
+            vol = self.volumes.get(volume_id)
+            if vol is None or vol.provider != provider or (trash is not None and vol.trash != trash):
+                return None
+            return vol
+
+    def volume_list(self, provider: str, trash: bool = False) -> list[Volume]:
+        with self.lock:
+            return [v for v in self.volumes.values() if v.provider == provider and v.trash == trash]
+
+    def delete_volume(self, vol: Volume, permanent: bool) -> None:
+        """Detach, then move to the trash, or forget it altogether."""
+        with self.lock:
+            vol.instance_id = None
+            if permanent:
+                self.volumes.pop(vol.id, None)
+            elif not vol.trash:
+                vol.deleted_at = time.time()
+
+    # --- startup scripts (DataCrunch) ------------------------------------
+
+    def add_script(self, script_id: str, name: str, script: str) -> dict:
+        entry = {"id": script_id, "name": name, "script": script, "created_at": iso_time(time.time())}
+        with self.lock:
+            self.scripts[script_id] = entry
+        return dict(entry)
+
+    # --- filesystems (Lambda) --------------------------------------------
+
+    def fs_in_use(self, fs_id: str) -> bool:
+        with self.lock:
+            return any(
+                fs_id in (m["file_system_id"] for m in i.details.get("file_system_mounts", []))
+                for i in self.instances.values()
+                if self.live(i)
+            )
+
     # --- admin view ------------------------------------------------------
 
     def snapshot(self, statuses: dict[str, dict[str, str]]) -> dict:
@@ -242,14 +328,70 @@ class State:
                         "ssh": dict(i.ssh),
                         "fault": i.fault,
                         "created_at": iso_time(i.created_at),
+                        **_instance_extras(i),
                     }
                     for i in self.list()
                 ],
                 "ssh_keys": [dict(k, provider=p) for p in PROVIDERS for k in self.ssh_keys[p].values()],
+                "volumes": [
+                    {
+                        "provider": v.provider,
+                        "id": v.id,
+                        "name": v.name,
+                        "size": v.size,
+                        "type": v.type,
+                        "location": v.location,
+                        "status": v.status,
+                        "is_os_volume": v.is_os_volume,
+                        "instance_id": v.instance_id,
+                        "trash": v.trash,
+                        "tags": [dict(t) for t in v.tags],
+                    }
+                    for v in self.volumes.values()
+                ],
+                "scripts": [
+                    {"provider": "datacrunch", "id": sc["id"], "name": sc["name"], "length": len(sc["script"])}
+                    for sc in self.scripts.values()
+                ],
+                "file_systems": [
+                    {
+                        "provider": "lambdalabs",
+                        "id": f["id"],
+                        "name": f["name"],
+                        "region": f["region"],
+                        "is_in_use": self.fs_in_use(f["id"]),
+                    }
+                    for f in self.file_systems.values()
+                ],
+                "billable": {
+                    "instances": len(self.list()),
+                    "volumes": len(self.volumes),
+                    "file_systems": len(self.file_systems),
+                    "ssh_keys": sum(len(k) for k in self.ssh_keys.values()),
+                    "scripts": len(self.scripts),
+                },
                 "requests": list(self.requests),
                 "capacity": {p: self.capacity[p].snapshot() for p in PROVIDERS},
                 "faults": {p: [f.public() for f in self.faults[p]] for p in PROVIDERS},
             }
+
+
+def _instance_extras(inst: Instance) -> dict:
+    """Provider-specific launch fields worth auditing: tags, mounts, volumes, user data (as a hash)."""
+    d = inst.details
+    out = {"tags": [dict(t) for t in d.get("tags", [])]}
+    if inst.provider == "lambdalabs":
+        user_data = d.get("user_data")
+        out["file_system_names"] = list(d.get("file_system_names", []))
+        out["user_data"] = (
+            {"length": len(user_data), "sha256": hashlib.sha256(user_data.encode()).hexdigest()}
+            if isinstance(user_data, str)
+            else None
+        )
+    else:
+        out["os_volume_id"] = d.get("os_volume_id")
+        out["startup_script_id"] = d.get("startup_script_id")
+    return out
 
 
 def iso_time(epoch: float) -> str:
