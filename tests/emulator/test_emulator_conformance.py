@@ -119,6 +119,41 @@ def test_verda_sdk_instance_lifecycle_and_capacity_error(emulator, keypair):
     assert exc.value.code == "service_unavailable" and "Not enough resources" in exc.value.message
 
 
+def test_verda_sdk_volumes_scripts_and_delete_with_volume_ids(emulator):
+    emu = emulator({"extends": "default", "lifecycle": {"terminate_delay": 0.1}})
+    client = verda_client(emu)
+    script = client.startup_scripts.create("boot", "#!/bin/bash\ntrue\n")
+    assert client.startup_scripts.get_by_id(script.id).script == "#!/bin/bash\ntrue\n"
+    assert [s.id for s in client.startup_scripts.get()] == [script.id]
+    inst = client.instances.create(
+        instance_type="CPU.4V.16G",
+        image="ubuntu-24.04",
+        hostname="vol-test",
+        description="kcloud",
+        location="FIN-01",
+        startup_script_id=script.id,
+        initial_interval=0.05,
+    )
+    wait_for(lambda: client.instances.get_by_id(inst.id).status == "running")
+    inst = client.instances.get_by_id(inst.id)
+    assert inst.startup_script_id == script.id and inst.os_volume_id
+    os_vol = client.volumes.get_by_id(inst.os_volume_id)
+    assert os_vol.is_os_volume and os_vol.instance_id == inst.id and os_vol.name == "vol-test-os"
+    data = client.volumes.create("NVMe", "data", 50, location="FIN-01")
+    assert data.status == "detached" and data.size == 50
+    client.volumes.rename(data.id, "renamed")
+    client.volumes.increase_size(data.id, 60)
+    assert (client.volumes.get_by_id(data.id).name, client.volumes.get_by_id(data.id).size) == ("renamed", 60)
+    client.volumes.delete_by_id(data.id)  # is_permanent False: to the trash
+    assert [v.id for v in client.volumes.get_in_trash()] == [data.id]
+    client.volumes.delete(data.id, is_permanent=True)
+    client.instances.action(inst.id, "delete", volume_ids=[inst.os_volume_id], delete_permanently=True)
+    wait_for(lambda: client.instances.get() == [])
+    assert client.volumes.get() == [] and client.volumes.get_in_trash() == []
+    client.startup_scripts.delete_by_id(script.id)
+    assert emu.state()["billable"] == {"instances": 0, "volumes": 0, "file_systems": 0, "ssh_keys": 0, "scripts": 0}
+
+
 def test_verda_sdk_refreshes_an_expired_token(emulator):
     client = verda_client(emulator({"datacrunch": {"credentials": {"token_expires_in": 0.2}}}))
     time.sleep(0.3)

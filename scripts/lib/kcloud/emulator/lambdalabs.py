@@ -414,7 +414,7 @@ class LambdaApi(ProviderApi):
         body = req.json_object()
         name, region = body.get("name"), body.get("region")
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_FS_NAME or not FS_NAME.match(name):
-            raise ApiError("invalid", f"name must be 1 to {MAX_FS_NAME} letters, digits or '-', starting with a letter.")
+            raise ApiError("invalid", f"name must be 1 to {MAX_FS_NAME} letters, digits or '-', letter first.")
         if region not in self.catalog["regions"]:
             raise ApiError("invalid", f"Unknown region: {region}.")
         with self.state.lock:
