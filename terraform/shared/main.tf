@@ -33,6 +33,7 @@ module "kcloud" {
   ssh_public_key = var.ssh_public_key
   ssh_key_id     = var.ssh_key_id
   image          = var.image
+  owner          = var.owner
   user_data      = var.user_data
   boot_timeout   = var.boot_timeout
   poll_interval  = var.poll_interval

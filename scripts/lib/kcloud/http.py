@@ -73,15 +73,20 @@ class HttpPolicy:
         if os.environ.get("KCLOUD_HTTP_BACKOFF"):
             policy.backoff_factor = float(os.environ["KCLOUD_HTTP_BACKOFF"])
             policy.backoff_jitter = min(policy.backoff_jitter, policy.backoff_factor)
+        if os.environ.get("KCLOUD_HTTP_READ_TIMEOUT"):
+            policy.read_timeout = float(os.environ["KCLOUD_HTTP_READ_TIMEOUT"])
         if os.environ.get("KCLOUD_CLIENT_RATE_LIMITS", "on") == "off":
             policy.rate_limits = {}
         return policy
 
     def retry(self) -> Retry:
+        # A refused or unroutable connection means the API (or the network) is down: one quick
+        # second try, then one clear error within seconds -- not minutes of backoff. Resets and
+        # read timeouts of idempotent requests get two more tries; 429 and 5xx the full count.
         return RetryPolicy(
             total=self.retries,
-            connect=self.retries,
-            read=self.retries,
+            connect=1,
+            read=min(self.retries, 2),
             status=self.retries,
             backoff_factor=self.backoff_factor,
             backoff_max=self.backoff_max,

@@ -16,6 +16,7 @@ resource "kcloud_instance" "this" {
   ssh_key_id    = local.create_ssh_key ? kcloud_ssh_key.this[0].id : var.ssh_key_id
   ssh_key_name  = local.create_ssh_key ? kcloud_ssh_key.this[0].name : var.ssh_key_name
   image         = var.image
+  owner         = var.owner
   user_data     = var.user_data
   boot_timeout  = var.boot_timeout
   poll_interval = var.poll_interval

@@ -55,3 +55,9 @@ variable "poll_interval" {
   type        = number
   default     = 5
 }
+
+variable "owner" {
+  description = "This directory's kcloud id: every instance is tagged kcloud-project=<owner> (an ownership proof)"
+  type        = string
+  default     = ""
+}

@@ -17,16 +17,25 @@ from pathlib import Path
 
 from kcloud import errors, providers, tiers
 from kcloud.bringup import hostfiles, sshkeys
-from kcloud.bringup.journal import Journal
+from kcloud.launch import inflight
+from kcloud.launch.failover import terminate_verified
+from kcloud.launch.journal import Journal
+from kcloud.launch.ownership import Owner
 from kcloud.bringup.project import Project
-from kcloud.providers.base import PENDING, ACTIVE, TERMINATED
+from kcloud.providers.base import ACTIVE, PENDING, TERMINATED, TERMINATING
 
 REPO = Path(__file__).resolve().parents[4]
 
 
 def _settings(project: Project):
     from kcloud.kconfig.config import load_settings
-    return load_settings(project.root / ".config")
+    try:
+        return load_settings(project.root / ".config")
+    except errors.KcloudError:
+        raise
+    except (UnicodeDecodeError, ValueError, OSError) as exc:
+        raise errors.ConfigError(f".config is damaged ({type(exc).__name__}: {str(exc)[:80]})",
+                                 hint="load a defconfig again: make defconfig-<name>") from None
 
 
 def _say(line: str = "") -> None:
@@ -34,22 +43,38 @@ def _say(line: str = "") -> None:
 
 
 # -- ownership --------------------------------------------------------------------------
-def owned_instances(provider, project: Project, settings=None) -> list:
-    """Instances this directory launched: journalled ids, or our host name carrying our own key.
-    A shared-prefix neighbour with another key is never touched."""
-    events = Journal(project.journal_path).events()
-    journal_ids = {e["id"] for e in events if e.get("id")}
-    names = {e["name"] for e in events if e.get("name")}
-    if settings is not None:
-        names.add(settings.host_name)
-    key_refs = {project.key_name} | {e["key_id"] for e in events if e.get("key_id")}
-    found = []
-    for inst in provider.instances():
-        if inst.state == TERMINATED:
-            continue
-        if inst.id in journal_ids or (inst.name in names and key_refs & set(inst.keys)):
-            found.append(inst)
-    return found
+def owner_of(project: Project, provider, settings=None, events: list[dict] | None = None,
+             key_ids: bool = True) -> Owner:
+    """What this directory can prove: its id (tags), its journal, and its unique key (name,
+    plus the ids the account gives that name: DataCrunch reports keys by id only)."""
+    events = Journal(project.journal_path).events() if events is None else events
+    unique = settings.ssh_genkey if settings is not None else True
+    refs = set()
+    if unique:
+        refs |= {e["key_id"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("key_id")}
+        names = {e["name"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("name")}
+        if project.known_key_name():
+            names.add(project.known_key_name())
+        refs |= names
+        if key_ids:
+            try:
+                refs |= {k.id for k in provider.ssh_keys() if k.name in names}
+            except errors.AuthError:
+                raise
+            except errors.ApiError:
+                pass
+    return Owner.from_events(events, project.identity(), refs)
+
+
+def owned_instances(provider, project: Project, settings=None, events=None, owner: Owner | None = None) -> list:
+    """Live instances this directory provably launched (two proofs, see launch.ownership)."""
+    owner = owner or owner_of(project, provider, settings, events)
+    return [i for i in provider.instances() if i.state != TERMINATED and owner.owns(i)]
+
+
+def _claimed_only(provider, owner: Owner, listing: list) -> list:
+    """Instances with one sign of ours but not two: shown, never touched."""
+    return [i for i in listing if i.state != TERMINATED and owner.claims(i) and not owner.owns(i)]
 
 
 # -- bringup ----------------------------------------------------------------------------
@@ -71,47 +96,80 @@ def preflight(settings, project: Project):
 def cmd_bringup(args) -> int:
     project = Project.here()
     settings = _settings(project)
-    with project.lock("bringup"):
+    with project.lock("bringup"), inflight.launching(project.launching_lock):
         provider = preflight(settings, project)
+        journal = Journal(project.journal_path)
+        events = journal.events()
+        owner = owner_of(project, provider, settings, events)
+        running = [i for i in provider.instances() if i.state in (PENDING, ACTIVE) and owner.owns(i)]
+        elsewhere = _running_elsewhere(project, settings, events)
         catalog = provider.catalog()             # fresh capacity: decide at launch time
         plan = tiers.plan(settings.provider, settings.selection, catalog)
         for line in tiers.trace(plan):
             _say(line)
-        adopted = [i for i in owned_instances(provider, project, settings) if i.state in (PENDING, ACTIVE)]
+        stale = _not_what_config_asks(settings, catalog, running) + elsewhere
+        if stale and not getattr(args, "replace", False):
+            what = "; ".join(f"{i.name} = {i.instance_type} in {i.region} on {p.title}" for p, i in stale)
+            raise errors.ConfigError(
+                f"already running for this directory: {what}; .config now asks for "
+                f"{_asked(settings, plan)} on {provider.title}",
+                hint="make destroy first, or make bringup REPLACE=1 to terminate it and launch what .config asks")
+        for prov, inst in stale:
+            _say(f"Replacing {inst.name} ({inst.instance_type} in {inst.region}, {inst.id}) as asked ...")
+            if not terminate_verified(prov, inst.id, journal.record):
+                raise errors.TransientError(f"{prov.name}: {inst.id} could not be terminated",
+                                            hint="it may still be running: run make destroy")
+        adopted = [i for i in running if i not in [x for _p, x in stale] and i.name == settings.host_name]
         if not plan.candidates and not adopted:  # nothing launched, no key uploaded
             raise errors.CapacityError(f"{provider.name}: {tiers.no_capacity_advice(plan)}", provider=provider.name)
 
         name, private, public = sshkeys.local_key(project, settings)
         key = sshkeys.ensure_uploaded(provider, name, public.read_text().strip())
-        journal = Journal(project.journal_path)
         journal.record({"event": "ssh-key", "provider": provider.name, "name": key.name, "key_id": key.id,
                         "unique": settings.ssh_genkey})
 
         from kcloud.tfprovider import runner
-        tf = runner.Terraform(project.terraform_dir(settings.provider))
+        tf = runner.Terraform(project.terraform_dir(settings.provider),
+                              env={inflight.OWNER_ENV: str(os.getpid()),
+                                   inflight.LOCK_ENV: str(project.launching_lock)})
         vars_file = runner.render_tfvars(tf.root, name=settings.host_name, candidates=plan.candidates or [
                                              tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour)
                                              for i in adopted],
                                          ssh_key_id=key.id, ssh_key_name=key.name, image=settings.image,
                                          boot_timeout=settings.boot_timeout, journal_path=project.journal_path,
-                                         progress_file=project.progress_path, cloud=settings.provider)
+                                         progress_file=project.progress_path, cloud=settings.provider,
+                                         owner=project.identity(create=True))
         _say("")
         _say(f"Provisioning {settings.host_name} on {provider.title} with terraform ...")
         try:
             with _tail(project.progress_path):
                 tf.init()
                 tf.apply(vars_file, on_line=_terraform_line)
-        except BaseException:
-            _forget_key_if_idle(provider, project, settings, key)
+        except BaseException as exc:
+            left = _after_failure(provider, project, settings, key)
+            if isinstance(exc, KeyboardInterrupt):
+                raise errors.KcloudError("interrupted: " + left) from None
+            if isinstance(exc, errors.KcloudError):
+                exc.hint = left          # the API was just asked: this is what is left
             raise
         out = tf.output()
 
         user = settings.ssh_user or provider.login_user
         host = hostfiles.Host(settings.host_name, out["ip"], user, settings.ssh_port, private)
-        hostfiles.write(project, [host], settings.ssh_config_update)
+        try:
+            hostfiles.write(project, [host], settings.ssh_config_update)
+        except errors.KcloudError as exc:
+            exc.hint = f"{settings.host_name} is running and billed: run make destroy"
+            raise
         _say(f"SSH config: {project.ssh_config}" +
              (" (included from ~/.ssh/config)" if settings.ssh_config_update else ""))
-        _run_ansible(project, settings, args.ansible_verbosity)
+        try:
+            _run_ansible(project, settings, args.ansible_verbosity)
+        except KeyboardInterrupt:
+            raise errors.KcloudError(
+                f"interrupted while preparing {settings.host_name}: it is running and billed "
+                f"({out['instance_type']} in {out['region']}, ${float(out['price_per_hour']):.2f}/h)",
+                hint="make bringup to finish preparing it, or make destroy to stop paying") from None
 
         _say("")
         _say(f"Ready: {settings.host_name} = {out['instance_type']} in {out['region']} "
@@ -122,15 +180,53 @@ def cmd_bringup(args) -> int:
     return 0
 
 
-def _forget_key_if_idle(provider, project: Project, settings, key) -> None:
-    """A failed bringup leaves nothing behind: our unique key goes when no machine of ours runs."""
-    if not settings.ssh_genkey:
-        return
+def _asked(settings, plan) -> str:
+    sel = settings.selection
+    what = sel.value or plan.label or sel.kind.lower()
+    return what + (f" in {sel.region}" if sel.region else "")
+
+
+def _not_what_config_asks(settings, catalog, running: list) -> list:
+    """Our running machines that .config no longer describes (name, type or pinned region)."""
+    accepted = {t for _tier, types in tiers.tiers_of(settings.provider, settings.selection, catalog) for t in types}
+    provider = providers.get(settings.provider)
+    stale = []
+    for inst in running:
+        if inst.name != settings.host_name or (accepted and inst.instance_type not in accepted) or \
+                (settings.selection.region and inst.region != settings.selection.region):
+            stale.append((provider, inst))
+    return stale
+
+
+def _running_elsewhere(project: Project, settings, events: list[dict]) -> list:
+    """Machines of this directory on *another* provider (the journal says where it launched)."""
+    out = []
+    for name in sorted({e["provider"] for e in events if e.get("provider") in providers.names()} - {settings.provider}):
+        other = providers.get(name)
+        try:
+            out += [(other, i) for i in owned_instances(other, project, None, events)
+                    if i.state in (PENDING, ACTIVE)]
+        except errors.CredentialsError:
+            continue
+    return out
+
+
+def _after_failure(provider, project: Project, settings, key) -> str:
+    """After a failed or interrupted apply: what is left, said plainly. Our unique key goes
+    when the API confirms that no machine of ours runs."""
     try:
-        if not owned_instances(provider, project, settings):
-            sshkeys.remove(provider, key.name)
+        left = owned_instances(provider, project, settings)
     except errors.KcloudError:
-        pass   # journalled: `make destroy` removes it
+        return "could not check what is left: run make destroy"
+    if left:
+        return (f"{len(left)} instance{'s' if len(left) > 1 else ''} may still be running "
+                f"({', '.join(i.id for i in left)}): run make destroy")
+    if settings.ssh_genkey:
+        try:
+            sshkeys.remove(provider, key.name)
+        except errors.KcloudError:
+            return f"no instance is running; the SSH key {key.name} is still in the account: make destroy removes it"
+    return "the API confirms no instance of this directory is running"
 
 
 class _tail:
@@ -189,32 +285,66 @@ def _run_ansible(project: Project, settings, verbosity: int | None) -> None:
 
 
 # -- destroy ----------------------------------------------------------------------------
-def cmd_destroy(args) -> int:
-    project = Project.here()
+def _read_local(project: Project) -> tuple:
+    """(settings or None, journal events, notes about files ignored). Damaged local files never
+    block destroy: each one is named and the API listing (tags, keys) decides instead."""
+    notes = []
+    try:
+        settings = _settings(project) if (project.root / ".config").exists() else None
+    except errors.KcloudError as exc:
+        settings = None
+        notes.append(f"ignored .config ({exc})")
     journal = Journal(project.journal_path)
     events = journal.events()
-    try:
-        settings = _settings(project)
-        provider_names = {settings.provider}
-    except errors.ConfigError:
-        settings = None
-        provider_names = set()
-    provider_names |= {e["provider"] for e in events if e.get("provider")}
+    if journal.damaged:
+        notes.append(f"ignored {journal.damaged} damaged line(s) of {project.journal_path}")
+    return settings, events, notes
+
+
+def _provider_names(settings, events: list[dict]) -> tuple[list[str], bool]:
+    """Providers to reconcile: .config's and the journal's; every provider with credentials
+    when neither says (the tags still find what is ours). Second: whether we had to guess."""
+    known = set(providers.names())
+    names = ({settings.provider} if settings else set()) | {e["provider"] for e in events if e.get("provider") in known}
+    return (sorted(names), False) if names else (sorted(known), True)
+
+
+def cmd_destroy(args) -> int:
+    project = Project.here()
+    settings, events, notes = _read_local(project)
+    names, guessed = _provider_names(settings, events)
     if getattr(args, "check_clean", False):
-        return _check_clean(project, provider_names, settings)
-    with project.lock("destroy"):
-        for name in sorted(provider_names):
-            _destroy_provider(project, name, settings if settings and settings.provider == name else None, events)
-        hostfiles.remove(project)
-        journal.clear()
+        return _check_clean(project, names, settings, events)
+    for line in notes:
+        _say(line)
+    standing: list[str] = []
+    with project.lock("destroy"), inflight.quiesced(project.launching_lock, say=_say):
+        settings, events, _notes = _read_local(project)     # what a finished launcher just wrote
+        for name in names:
+            provider = providers.get(name)
+            try:
+                standing += _destroy_provider(project, provider, settings if settings and settings.provider == name
+                                              else None, events)
+            except errors.CredentialsError as exc:
+                if not guessed:
+                    raise
+                _say(f"{provider.title}: skipped ({exc.line()})")
+        if standing:
+            raise errors.KcloudError(f"{len(standing)} thing(s) of this directory may still be running or billed: "
+                                     + ", ".join(standing), hint="run make destroy again")
+        try:
+            hostfiles.remove(project)
+        except Exception as exc:       # a damaged ~/.ssh/config must not undo a finished destroy
+            _say(f"could not remove this directory's Include line from ~/.ssh/config ({exc}); remove it by hand")
+        Journal(project.journal_path).clear()
         project.progress_path.unlink(missing_ok=True)
-    _say("Destroyed: nothing of this directory is left running.")
+    _say("Destroyed: the API confirms nothing of this directory is left running.")
     return 0
 
 
-def _destroy_provider(project: Project, name: str, settings, events: list[dict]) -> None:
-    provider = providers.get(name)
-    tf_dir = project.terraform_dir(name)
+def _destroy_provider(project: Project, provider, settings, events: list[dict]) -> list[str]:
+    """Terminate what is ours, verify, then remove keys and leftovers. Returns what still stands."""
+    tf_dir = project.terraform_dir(provider.name)
     if (tf_dir / "terraform.tfstate").exists():
         from kcloud.tfprovider import runner
         _say(f"{provider.title}: terraform destroy ...")
@@ -222,34 +352,60 @@ def _destroy_provider(project: Project, name: str, settings, events: list[dict])
             runner.Terraform(tf_dir).destroy()
         except errors.KcloudError as exc:
             _say(f"  terraform destroy failed ({exc.line()}); reconciling through the API")
-    leftovers = owned_instances(provider, project, settings)
-    if leftovers:
-        _say(f"{provider.title}: terminating {len(leftovers)} instance(s) terraform did not know about: "
-             + ", ".join(f"{i.name} ({i.id})" for i in leftovers))
-        Journal(project.journal_path).record({"event": "terminate", "provider": name, "ids": [i.id for i in leftovers]})
-        provider.terminate([i.id for i in leftovers])
-        _wait_gone(provider, [i.id for i in leftovers])
-    unique_keys = {e["name"] for e in events if e.get("event") == "ssh-key" and e.get("unique")}
-    if settings is not None and settings.ssh_genkey:
-        unique_keys.add(project.key_name)
+    journal = Journal(project.journal_path)
+    owner = owner_of(project, provider, settings, events)
+    listing = provider.instances()
+    mine = [i for i in listing if i.state != TERMINATED and owner.owns(i)]
+    for inst in _claimed_only(provider, owner, listing):
+        _say(f"{provider.title}: {inst.name} ({inst.id}) carries a sign of this directory "
+             f"({', '.join(sorted(owner.proofs(inst)))}) but not two: not touched; check it in the console")
+    standing = []
+    if mine:
+        _say(f"{provider.title}: terminating {len(mine)} instance(s): "
+             + ", ".join(f"{i.name} ({i.id})" for i in mine))
+        for inst in mine:
+            if not terminate_verified(provider, inst.id, journal.record):
+                standing.append(f"{provider.name} instance {inst.id}")
+        if not standing:
+            _wait_gone(provider, [i.id for i in mine])
+    # The instances just proven ours vouch for their volumes (journal proof) from here on.
+    owner = Owner(owner.project_id, owner.key_refs, owner.journal_ids | {i.id for i in mine}, owner.journal_runs,
+                  owner.names)
+    for item in provider.leftovers(owner):
+        try:
+            provider.remove_leftover(item)
+            _say(f"{provider.title}: removed {item.kind} {item.name or item.id} ({item.detail})")
+        except errors.KcloudError as exc:
+            standing.append(f"{provider.name} {item.kind} {item.id} ({exc})")
+    if standing:
+        return standing          # keep the key: it is one of the proofs for the next destroy
+    unique_keys = {e["name"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("name")}
+    if (settings is None or settings.ssh_genkey) and project.known_key_name():
+        unique_keys.add(project.known_key_name())
     for key_name in sorted(unique_keys):
         if sshkeys.remove(provider, key_name):
             _say(f"{provider.title}: removed SSH key {key_name}")
+    return standing
 
 
 def _wait_gone(provider, ids: list[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [i for i in provider.instances() if i.id in ids and i.state != TERMINATED]
+        alive = [i for i in provider.instances() if i.id in ids and i.state not in (TERMINATED, TERMINATING)]
         if not alive:
             return
         time.sleep(1)
-    raise errors.TransientError(f"{provider.name}: still terminating after {timeout:.0f} s: "
+    raise errors.TransientError(f"{provider.name}: still running {timeout:.0f} s after terminate: "
                                 + ", ".join(i.id for i in alive), hint="run 'make destroy' again")
 
 
-def _check_clean(project: Project, provider_names: set[str], settings) -> int:
-    left = [i for n in provider_names for i in owned_instances(providers.get(n), project, settings)]
+def _check_clean(project: Project, names: list[str], settings, events) -> int:
+    left = []
+    for n in names:
+        try:
+            left += owned_instances(providers.get(n), project, settings, events)
+        except errors.CredentialsError:
+            continue
     if left:
         raise errors.KcloudError(f"{len(left)} instance(s) of this directory are still running",
                                  hint="run 'make destroy' first")
@@ -259,21 +415,35 @@ def _check_clean(project: Project, provider_names: set[str], settings) -> int:
 # -- status -----------------------------------------------------------------------------
 def cmd_status(args) -> int:
     project = Project.here()
-    try:
-        settings = _settings(project)
-        names = {settings.provider}
-    except errors.ConfigError:
-        settings, names = None, set()
-    names |= {e["provider"] for e in Journal(project.journal_path).events() if e.get("provider")}
-    launched = {e.get("id"): e["time"] for e in Journal(project.journal_path).events() if e.get("event") == "launched"}
-    rows = []
-    for name in sorted(names):
-        for inst in owned_instances(providers.get(name), project, settings):
-            started = _started(inst.created_at) or launched.get(inst.id)
-            uptime = time.time() - started if started else 0
-            rows.append((name, inst, uptime, inst.price_per_hour * uptime / 3600))
+    settings, events, notes = _read_local(project)
+    for line in notes:
+        _say(line)
+    names, guessed = _provider_names(settings, events)
+    launched = {e.get("id"): e.get("time") for e in events if e.get("event") == "launched"}
+    rows, unproven = [], []
+    for name in names:
+        provider = providers.get(name)
+        try:
+            owner = owner_of(project, provider, settings if settings and settings.provider == name else None, events)
+            listing = provider.instances()
+        except errors.CredentialsError:
+            if guessed:
+                continue
+            raise
+        for inst in listing:
+            if inst.state == TERMINATED:
+                continue
+            if owner.owns(inst):
+                started = _started(inst.created_at) or launched.get(inst.id)
+                uptime = time.time() - started if isinstance(started, (int, float)) else 0
+                rows.append((name, inst, uptime, inst.price_per_hour * uptime / 3600))
+            elif owner.claims(inst):
+                unproven.append((name, inst, owner.proofs(inst)))
+    for name, inst, proofs in unproven:
+        _say(f"{name}: {inst.name} ({inst.id}) has only one sign of this directory ({', '.join(sorted(proofs))}); "
+             "not counted as ours")
     if not rows:
-        _say("No instances of this directory are running.")
+        _say("No instances of this directory are running (the API was just asked).")
         return 0
     _say(f"{'PROVIDER':11} {'NAME':20} {'TYPE':22} {'REGION':16} {'STATUS':12} {'UPTIME':>8} {'$/H':>7} {'COST':>8}")
     for name, i, up, cost in rows:
@@ -321,6 +491,8 @@ def cmd_ssh_key(args) -> int:
 def register(sub) -> None:
     b = sub.add_parser("bringup", help="provision per .config and prepare the hosts")
     b.add_argument("--ansible-verbosity", type=int, default=None)
+    b.add_argument("--replace", action="store_true",
+                   help="terminate this directory's running machine if .config now asks for another")
     b.set_defaults(func=cmd_bringup)
     d = sub.add_parser("destroy", help="tear down everything this directory launched")
     d.add_argument("--check-clean", action="store_true", help="only check that nothing is running")

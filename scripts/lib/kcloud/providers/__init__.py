@@ -7,17 +7,32 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 from pathlib import Path
-from typing import Any
 
-import yaml
+from kcloud import datafile
+from kcloud.errors import ConfigError, HostileAnswer, TransientError
 
-from kcloud.catalog import Catalog
-from kcloud.credentials import CredentialSpec
-from kcloud.errors import ConfigError
-from kcloud.http import ApiClient, HttpPolicy
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING: importing typing costs ~2 ms)
+if TYPE_CHECKING:  # imported where used: the Kconfig targets and --help need names() and data() only
+    from typing import Any
+
+    from kcloud.catalog import Catalog
+    from kcloud.credentials import CredentialSpec
+    from kcloud.http import ApiClient
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+def check_id(provider: str, value, what: str) -> str:
+    """An id the API gave us, before it goes into a URL path or a file: a strict pattern, or
+    one clear error (an id like '../ssh-keys' must never address another endpoint)."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise HostileAnswer(f"{provider} answered an invalid {what}: {str(value)[:60]!r}", provider=provider)
+    return value
 
 
 def names() -> list[str]:
@@ -29,10 +44,11 @@ def data(name: str) -> dict[str, Any]:
     path = DATA_DIR / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown provider '{name}'", hint=f"known providers: {', '.join(names())}")
-    return yaml.safe_load(path.read_text())
+    return datafile.load(path)
 
 
 def credential_spec(name: str) -> CredentialSpec:
+    from kcloud.credentials import CredentialSpec
     c = data(name)["credentials"]
     return CredentialSpec(provider=name, directory=c["directory"],
                           fields={k: tuple(v) for k, v in c["fields"].items()},
@@ -42,6 +58,7 @@ def credential_spec(name: str) -> CredentialSpec:
 
 def snapshot(name: str) -> Catalog:
     """The shipped offline catalog: no capacity information, used when the API is not asked."""
+    from kcloud.catalog import Catalog
     return Catalog.from_dict(data(name)["snapshot"])
 
 
@@ -61,6 +78,7 @@ class ProviderBase:
         self.login_user = self.data["login_user"]
         self.base_url = base_url or os.environ.get(self.data["api_url_env"]) or self.data["api_url"]
         self.profile = profile
+        from kcloud.http import HttpPolicy
         self.policy = HttpPolicy.from_data(self.data.get("http", {}))
         self._api: ApiClient | None = None
 
@@ -80,11 +98,33 @@ class ProviderBase:
     # Both APIs list at /instances and get at /instances/{id}; `_get` unwraps the envelope
     # and `_instance` maps the provider's object to a normalized Instance.
     def instances(self, name_prefix: str | None = None):
-        found = [self._instance(i) for i in self._get("/instances")]
+        answer = self._get("/instances")
+        if not isinstance(answer, list):
+            raise TransientError(f"{self.name}: malformed answer to GET /instances (not a list)", provider=self.name)
+        found = [self._checked(i, "GET /instances") for i in answer]
         return [i for i in found if not name_prefix or i.name.startswith(name_prefix)]
 
     def instance(self, instance_id: str):
-        return self._instance(self._get(f"/instances/{instance_id}"))
+        check_id(self.name, instance_id, "instance id")
+        return self._checked(self._get(f"/instances/{instance_id}"), f"GET /instances/{instance_id}")
+
+    def _checked(self, raw, what: str):
+        """An API instance object -> Instance; ids and names the rest of kcloud puts into URLs,
+        files and commands are checked here, once (an unexpected shape is a malformed answer)."""
+        try:
+            inst = self._instance(raw)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TransientError(f"{self.name}: malformed instance in the answer to {what} ({exc!r})",
+                                 provider=self.name) from None
+        check_id(self.name, inst.id, "instance id")
+        return inst
+
+    # Providers without volumes, scripts or file systems have nothing else to clean up.
+    def leftovers(self, owner) -> list:
+        return []
+
+    def remove_leftover(self, item) -> None:
+        return None
 
     @property
     def requests_sent(self) -> int:

@@ -27,6 +27,7 @@ class LaunchRequest:
     ssh_key_id: str
     image: str = ""           # provider image id/family; "" = the provider's default
     user_data: str = ""
+    tags: tuple[tuple[str, str], ...] = ()   # ownership marks (kcloud.launch.ownership), set at launch
 
 
 # Normalized instance states; providers map their own names onto these.
@@ -45,7 +46,16 @@ class Instance:
     price_per_hour: float
     created_at: str = ""      # ISO 8601, "" when the API does not say
     keys: tuple[str, ...] = ()  # SSH key names or ids as the API reports them (ownership check)
+    tags: dict = field(default_factory=dict, compare=False)   # key -> value, as the API reports them
     extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    kind: str                 # "volume", "script", ...
+    id: str
+    name: str
+    detail: str = ""          # e.g. "in trash, 100 GB"
 
 
 class Provider(Protocol):
@@ -77,7 +87,14 @@ class Provider(Protocol):
         """Raises NotFound when the instance no longer exists."""
 
     def terminate(self, instance_ids: list[str]) -> None:
-        """Idempotent: ids that are already gone are not an error."""
+        """Idempotent: ids that are already gone are not an error. Removes everything the
+        instance's launch created (e.g. DataCrunch's OS volume, permanently)."""
+
+    def leftovers(self, owner) -> list["Leftover"]:
+        """Billable things other than instances that `owner` (kcloud.launch.ownership.Owner)
+        provably created and that outlive an instance (volumes in a trash, scripts)."""
+
+    def remove_leftover(self, item: "Leftover") -> None: ...
 
     @property
     def requests_sent(self) -> int: ...

@@ -16,9 +16,9 @@ import requests
 from kcloud import errors, redact
 from kcloud.catalog import Catalog, Image, InstanceType
 from kcloud.http import ApiClient, error_body, typed_error
-from kcloud.providers import ProviderBase, snapshot
+from kcloud.providers import ProviderBase, check_id, snapshot
 from kcloud.providers.base import (ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance,
-                                   LaunchRequest, SshKey)
+                                   LaunchRequest, Leftover, SshKey)
 
 STATES = {"new": PENDING, "ordered": PENDING, "provisioning": PENDING, "validating": PENDING,
           "pending": PENDING, "starting": PENDING, "running": ACTIVE, "deleting": TERMINATING,
@@ -157,6 +157,8 @@ class Client(ProviderBase):
                 "ssh_key_ids": [request.ssh_key_id], "hostname": request.name,
                 "description": request.name, "location_code": request.region,
                 "is_spot": False, "contract": "PAY_AS_YOU_GO", "pricing": "FIXED_PRICE"}
+        if request.tags:
+            body["tags"] = [{"key": k, "value": v} for k, v in request.tags]
         return self.api.call("POST", "/instances", json_body=body, kind="launch", expect="text")
 
     def _instance(self, i: dict) -> Instance:
@@ -164,17 +166,73 @@ class Client(ProviderBase):
         return Instance(id=i["id"], name=i.get("hostname", ""), instance_type=i.get("instance_type", ""),
                         region=i.get("location", ""), state=STATES.get(status, FAILED), status=status,
                         ip=i.get("ip"), price_per_hour=float(i.get("price_per_hour") or 0),
-                        created_at=i.get("created_at", ""), keys=tuple(i.get("ssh_key_ids") or ()))
+                        created_at=i.get("created_at", ""), keys=tuple(i.get("ssh_key_ids") or ()),
+                        tags=_tags(i.get("tags")), extra={"os_volume_id": i.get("os_volume_id") or ""})
 
     def terminate(self, instance_ids: list[str]) -> None:
+        """Delete the instances *and* their OS volumes for good: with `volume_ids` null the API
+        would move each OS volume to the trash, where it keeps counting (contract 2.2.4)."""
         if not instance_ids:
             return
+        volumes = []
+        for iid in instance_ids:
+            try:
+                vol = self.instance(iid).extra.get("os_volume_id")
+            except errors.NotFound:
+                continue
+            if vol:
+                volumes.append(check_id(self.name, vol, "volume id"))
+        body = {"action": "delete", "id": list(instance_ids), "volume_ids": volumes or None}
+        if volumes:
+            body["delete_permanently"] = True
         try:
-            answer = self.api.call("PUT", "/instances", expect="text",
-                                   json_body={"action": "delete", "id": list(instance_ids), "volume_ids": None})
+            answer = self.api.call("PUT", "/instances", expect="text", json_body=body)
         except errors.NotFound:
             return
         _check_action_results(answer)
+
+    # -- what outlives an instance: volumes (also in the trash) and startup scripts --------
+    def leftovers(self, owner) -> list[Leftover]:
+        """Volumes that provably belong to this directory: tagged with its id *and* attached to
+        (or named after) one of its journalled instances or runs; also in the trash, which
+        still counts against the quota until it is emptied."""
+        found = []
+        for where, trash in (("/volumes", False), ("/volumes/trash", True)):
+            try:
+                listing = self._get(where)
+            except errors.NotFound:
+                continue
+            for v in listing if isinstance(listing, list) else []:
+                if not isinstance(v, dict) or (trash and v.get("is_permanently_deleted")):
+                    continue
+                vid = v.get("id")
+                attached = {v.get("instance_id")}
+                if isinstance(v.get("instances"), list):
+                    attached |= {x.get("id") if isinstance(x, dict) else x for x in v["instances"]}
+                proofs = owner.proofs_of(_tags(v.get("tags")), attached)
+                if len(proofs) >= 2 or (v.get("is_os_volume") and "journal" in proofs):
+                    found.append(Leftover("volume", check_id(self.name, vid, "volume id"), str(v.get("name", "")),
+                                          f"{v.get('size', '?')} GB{', in trash' if trash else ''}"))
+        return found
+
+    def remove_leftover(self, item: Leftover) -> None:
+        if item.kind == "volume":
+            try:
+                self.api.call("DELETE", f"/volumes/{item.id}", json_body={"is_permanent": True}, expect="none")
+            except errors.NotFound:
+                pass
+        elif item.kind == "script":
+            try:
+                self.api.call("DELETE", f"/scripts/{item.id}", expect="none")
+            except errors.NotFound:
+                pass
+
+
+def _tags(raw) -> dict:
+    """[{id, key, value}] -> {key: value}; anything else is no tags (never a crash)."""
+    if not isinstance(raw, list):
+        return {}
+    return {t["key"]: str(t.get("value") or "") for t in raw if isinstance(t, dict) and isinstance(t.get("key"), str)}
 
 
 def _check_action_results(text: str) -> None:

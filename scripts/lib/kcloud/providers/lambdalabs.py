@@ -141,6 +141,8 @@ class Client(ProviderBase):
             body["image"] = {"family": request.image}
         if request.user_data:
             body["user_data"] = request.user_data
+        if request.tags:
+            body["tags"] = [{"key": k, "value": v} for k, v in request.tags]
         ids = self._post("/instance-operations/launch", body, kind="launch").get("instance_ids") or []
         if len(ids) != 1:
             raise errors.TransientError(f"lambdalabs: launch answered {len(ids)} instance ids, expected 1",
@@ -153,7 +155,8 @@ class Client(ProviderBase):
                         region=(i.get("region") or {}).get("name", ""),
                         state=STATES.get(i.get("status", ""), FAILED), status=i.get("status", ""),
                         ip=i.get("ip"), price_per_hour=itype.get("price_cents_per_hour", 0) / 100.0,
-                        keys=tuple(i.get("ssh_key_names") or ()), extra={"hostname": i.get("hostname")})
+                        keys=tuple(i.get("ssh_key_names") or ()), extra={"hostname": i.get("hostname")},
+                        tags=_tags(i.get("tags")))
 
     def terminate(self, instance_ids: list[str]) -> None:
         if not instance_ids:
@@ -164,6 +167,13 @@ class Client(ProviderBase):
             if len(instance_ids) > 1:   # one id is gone: terminate the others one by one
                 for iid in instance_ids:
                     self.terminate([iid])
+
+
+def _tags(raw) -> dict:
+    """[{key, value}] -> {key: value}; anything else is no tags (never a crash)."""
+    if not isinstance(raw, list):
+        return {}
+    return {t["key"]: str(t.get("value") or "") for t in raw if isinstance(t, dict) and isinstance(t.get("key"), str)}
 
 
 def _gb(description: str) -> int:

@@ -1,7 +1,7 @@
 """The kcloud terraform provider (protocol 6, `tf` framework).
 
 Resources are thin: every remote call goes through kcloud.providers (the same clients the CLI
-uses) and kcloud.bringup.failover (the same launch walk the CLI uses). What this module adds
+uses) and kcloud.launch.failover (the same launch walk the CLI uses). What this module adds
 is the terraform shape: schemas, state dictionaries, diagnostics with one clear summary line,
 and cooperation with terraform's Ctrl-C (StopProvider).
 
@@ -34,6 +34,27 @@ from kcloud.tfprovider import SOURCE
 # Set when terraform sends StopProvider (the user pressed Ctrl-C): long waits end early.
 STOP = threading.Event()
 DELETE_TIMEOUT = float(os.environ.get("KCLOUD_TF_DELETE_TIMEOUT", "300"))
+
+
+class _Counter:
+    """Creates in flight (the owner watch waits for them before the plugin exits)."""
+
+    def __init__(self):
+        self.n, self.lock = 0, threading.Lock()
+
+    def __enter__(self):
+        with self.lock:
+            self.n += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.n -= 1
+
+    def busy(self) -> bool:
+        return self.n > 0
+
+
+CREATES = _Counter()
 
 
 class Stopped(errors.KcloudError):
@@ -126,7 +147,7 @@ class KcloudProvider(iface.Provider):
         journal_path = config.get("journal_path") or ""
         self.progress_file = config.get("progress_file") or ""
         if journal_path:
-            from kcloud.bringup.journal import Journal
+            from kcloud.launch.journal import Journal
             self.journal = Journal(journal_path)
 
     def get_data_sources(self) -> list:
@@ -245,11 +266,11 @@ def _key_body(public_key: str) -> str:
 # ---------------------------------------------------------------------------------------
 class InstanceResource(_Base):
     """One machine. Create walks `candidates` in order and fails over on capacity, quota and
-    image errors (kcloud.bringup.failover); the candidates only matter at launch, so changing
+    image errors (kcloud.launch.failover); the candidates only matter at launch, so changing
     them later updates state in place and never replaces a running machine."""
 
     IN_PLACE_ONLY = ("candidates", "image", "user_data", "ssh_key_id", "ssh_key_name", "boot_timeout",
-                     "poll_interval")
+                     "poll_interval", "owner")
 
     @classmethod
     def get_name(cls) -> str:
@@ -266,6 +287,8 @@ class InstanceResource(_Base):
             Attribute("ssh_key_id", String(), required=True),
             Attribute("ssh_key_name", String(), required=True),
             Attribute("image", String(), optional=True, description='"" = the cloud\'s default image.'),
+            Attribute("owner", String(), optional=True,
+                      description="The directory's kcloud id: launches are tagged kcloud-project=<owner>."),
             Attribute("user_data", String(), optional=True, sensitive=True),
             Attribute("boot_timeout", Number(), optional=True, computed=True, default=600,
                       description="Seconds to wait for a launched instance to become active."),
@@ -312,7 +335,8 @@ class InstanceResource(_Base):
         return planned
 
     def create(self, ctx: CreateContext, planned: State) -> Optional[State]:
-        from kcloud.bringup import failover
+        from kcloud.launch import failover, inflight
+        from kcloud.launch.ownership import Owner
         from kcloud.providers.base import SshKey
         from kcloud.tiers import Candidate
 
@@ -321,14 +345,19 @@ class InstanceResource(_Base):
         try:
             if STOP.is_set():
                 raise Stopped("interrupted (Ctrl-C) before the launch started")
+            if not inflight.owner_alive():
+                raise Stopped("the make bringup that started this apply is gone: not launching anything")
             client = self.p.client()
             candidates = [Candidate(c["instance_type"], c["region"], "", 0.0) for c in planned["candidates"]]
-            result = failover.launch_first(
-                client, candidates, name=name,
-                ssh_key=SshKey(planned["ssh_key_id"], planned["ssh_key_name"], ""),
-                image=planned.get("image") or "", user_data=planned.get("user_data") or "",
-                boot_timeout=float(planned["boot_timeout"]), poll_interval=float(planned["poll_interval"]),
-                journal=self.p.journal, progress=self.p.progress, sleep=interruptible_sleep)
+            key = SshKey(planned["ssh_key_id"], planned["ssh_key_name"], "")
+            events = self.p.journal.events() if self.p.journal is not None else []
+            owner = Owner.from_events(events, planned.get("owner") or None, {key.id, key.name})
+            with CREATES, inflight.launching(os.environ.get(inflight.LOCK_ENV)):
+                result = failover.launch_first(
+                    client, candidates, name=name, ssh_key=key, owner=owner,
+                    image=planned.get("image") or "", user_data=planned.get("user_data") or "",
+                    boot_timeout=float(planned["boot_timeout"]), poll_interval=float(planned["poll_interval"]),
+                    journal=self.p.journal, progress=self.p.progress, sleep=interruptible_sleep)
         except failover.AllCandidatesFailed as exc:
             # Indented lines are preformatted for terraform: it word-wraps everything else.
             detail = "\n".join("  " + row for row in exc.result.table().splitlines())
@@ -461,4 +490,20 @@ def serve(argv: list[str] | None = None) -> None:
             return base.intercept_service(self, continuation, details)
 
     tf.runner._ShutdownInterceptor = Interceptor
+
+    # Terraform and this plugin run in their own session: if the make bringup they serve dies
+    # (SIGKILL, a closed terminal), stop as after Ctrl-C -- finish the in-flight call, terminate
+    # what was booting -- and leave. Never launch for a bringup that is gone.
+    from kcloud.launch import inflight
+
+    def _owner_gone():
+        _log("the make bringup process is gone: stopping")
+        STOP.set()
+        deadline = time.monotonic() + DELETE_TIMEOUT
+        while CREATES.busy() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)        # let terraform (if it is still there) receive the last answer
+        os._exit(3)
+
+    inflight.watch_owner(_owner_gone)
     tf.runner.run_provider(KcloudProvider(), argv or sys.argv)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from kcloud.errors import KcloudError
+from kcloud.launch.inflight import die_with_parent
 from kcloud.redact import redact
 from kcloud.tfprovider import install, tfvars
 from kcloud.tfprovider.install import terraform_binary  # noqa: F401  (re-exported for callers)
@@ -205,7 +206,8 @@ class Terraform:
     def _run(self, command: str, args: list[str], on_line: LineCallback | None, ok: tuple[int, ...] = (0,)) -> int:
         proc = subprocess.Popen([self.binary, *args], cwd=self.root, env=self.environment(),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", bufsize=1, start_new_session=True)
+                                text=True, errors="replace", bufsize=1, start_new_session=True,
+                                preexec_fn=die_with_parent)
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
         reader.start()
