@@ -77,5 +77,10 @@ class InvalidRequest(ApiError):
     pass
 
 
+class HostileAnswer(ApiError):
+    """An API value that would reach a URL, a file another program parses (ssh config,
+    inventory, tfvars) or a command is malformed: nothing is written, nothing is run."""
+
+
 # Failover moves to the next candidate on these; anything else stops the walk.
 NEXT_CANDIDATE = (CapacityError, QuotaError, ImageNotSupported)
