@@ -93,3 +93,14 @@ def test_stop_drops_open_keep_alive_connections(tmp_path):
     with pytest.raises(requests.ConnectionError):
         lam("GET", "/instances")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_rejects_an_unknown_ssh_mode():
+    proc = subprocess.run(
+        [sys.executable, "-m", "kcloud.emulator", "--ssh", "sometimes"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(LIB)},
+    )
+    assert proc.returncode == 2 and proc.stdout == "" and "--ssh" in proc.stderr

@@ -201,3 +201,125 @@ def test_latency_is_added_to_every_answer_but_not_to_admin(emulator):
     began = time.monotonic()
     requests.get(emu.lambdalabs_url.rsplit("/api/v1", 1)[0] + "/_emulator/state", timeout=TIMEOUT)
     assert time.monotonic() - began < 0.15
+
+
+# --- faults that separate "the API acted" from "the client heard about it" -------
+
+
+def lambda_instances(emu):
+    return [i for i in emu.state()["instances"] if i["provider"] == "lambdalabs"]
+
+
+def test_late_ms_acts_first_then_holds_the_answer(emulator, keypair):
+    fault = {"method": "POST", "path": "/instance-operations/launch", "late_ms": 1500}
+    emu = emulator(with_faults([fault]))
+    lam = lambda_with_key(emu, keypair)
+    body = {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"]}
+    with pytest.raises(requests.ReadTimeout):
+        lam.session.post(lam.base + "/instance-operations/launch", json=body, timeout=0.5)
+    assert len(lambda_instances(emu)) == 1, "the machine exists although the client timed out"
+    assert launch(lam).status_code == 200  # fired once
+    assert len(lambda_instances(emu)) == 2
+
+
+def test_delay_ms_waits_before_acting(emulator, keypair):
+    fault = {"method": "POST", "path": "/instance-operations/launch", "delay_ms": 1000}
+    emu = emulator(with_faults([fault]))
+    lam = lambda_with_key(emu, keypair)
+    body = {"region_name": "us-east-1", "instance_type_name": "gpu_1x_a10", "ssh_key_names": ["k"]}
+    with pytest.raises(requests.ReadTimeout):
+        lam.session.post(lam.base + "/instance-operations/launch", json=body, timeout=0.3)
+    assert lambda_instances(emu) == [], "nothing has happened yet when the client gives up"
+    wait_for(lambda: len(lambda_instances(emu)) == 1)  # ... but the API still acts, late
+
+
+def test_late_ms_on_datacrunch_create(emulator):
+    emu = emulator(with_faults(datacrunch=[{"method": "POST", "path": "/instances", "late_ms": 1000}]))
+    dc = DataCrunchClient(emu.datacrunch_url)
+    body = {"instance_type": "1V100.6V", "image": "ubuntu-24.04", "hostname": "h", "description": "d"}
+    with pytest.raises(requests.ReadTimeout):
+        dc.session.post(dc.base + "/instances", json=body, timeout=0.3)
+    assert [i["name"] for i in emu.state()["instances"]] == ["h"]
+    assert emu.state()["billable"]["volumes"] == 1
+
+
+def test_disconnect_after_acts_then_drops_the_answer(emulator, keypair):
+    fault = {"method": "POST", "path": "/instance-operations/launch", "disconnect_after": True}
+    emu = emulator(with_faults([fault]))
+    lam = lambda_with_key(emu, keypair)
+    with pytest.raises(requests.ConnectionError):
+        launch(lam)
+    (inst,) = lambda_instances(emu)
+    assert lam("GET", "/instances").json()["data"][0]["id"] == inst["id"]
+    assert {"provider": "lambdalabs", "method": "POST", "path": "/api/v1/instance-operations/launch",
+            "status": 200} in emu.state()["requests"]  # fmt: skip
+
+
+def test_reset_aborts_the_connection_without_acting(emulator, keypair):
+    fault = {"method": "POST", "path": "/instance-operations/launch", "reset": True}
+    emu = emulator(with_faults([fault]))
+    lam = lambda_with_key(emu, keypair)
+    with pytest.raises(requests.ConnectionError) as exc:
+        launch(lam)
+    assert "reset" in str(exc.value).lower(), exc.value  # a TCP RST, not a clean close
+    assert lambda_instances(emu) == []
+    assert launch(lam).status_code == 200
+
+
+def test_reset_on_datacrunch_token(emulator):
+    emu = emulator(with_faults(datacrunch=[{"path": "/oauth2/token", "reset": True}]))
+    with pytest.raises(requests.ConnectionError):
+        DataCrunchClient(emu.datacrunch_url)
+    assert DataCrunchClient(emu.datacrunch_url)("GET", "/balance").status_code == 200
+
+
+def test_lambda_terminate_fails_three_times_then_succeeds(emulator, keypair):
+    fault = {"method": "POST", "path": "/instance-operations/terminate", "error": "internal", "times": 3}
+    emu = emulator(with_faults([fault]))
+    lam = lambda_with_key(emu, keypair)
+    iid = launch(lam).json()["data"]["instance_ids"][0]
+    codes = [lam("POST", "/instance-operations/terminate", json={"instance_ids": [iid]}).status_code for _ in range(4)]
+    assert codes == [500, 500, 500, 200]
+    wait_for(lambda: lambda_instances(emu) == [])
+
+
+def test_datacrunch_delete_fails_three_times_then_succeeds(emulator):
+    emu = emulator(with_faults(datacrunch=[{"method": "PUT", "path": "/instances", "error": "internal", "times": 3}]))
+    dc = DataCrunchClient(emu.datacrunch_url)
+    body = {"instance_type": "1V100.6V", "image": "ubuntu-24.04", "hostname": "h", "description": "d"}
+    iid = dc("POST", "/instances", json=body).text
+    answers = [dc("PUT", "/instances", json={"action": "delete", "id": [iid], "volume_ids": []}) for _ in range(4)]
+    assert [a.status_code for a in answers] == [500, 500, 500, 202]
+    assert answers[0].json()["code"] == "server_error"
+    wait_for(lambda: emu.state()["instances"] == [])
+
+
+def test_unhealthy_right_after_becoming_active(emulator, keypair):
+    fault = {"method": "POST", "path": "/instance-operations/launch", "instance": "unhealthy", "after_s": 0}
+    emu = emulator(with_faults([fault]), boot_delay=0.05)
+    lam = lambda_with_key(emu, keypair)
+    iid = launch(lam).json()["data"]["instance_ids"][0]
+    wait_for(lambda: lam("GET", f"/instances/{iid}").json()["data"]["status"] == "unhealthy")
+    (inst,) = emu.state()["instances"]
+    assert inst["fault"] == "unhealthy" and inst["phase"] == "unhealthy" and inst["ip"]
+    dc_fault = {"method": "POST", "path": "/instances", "instance": "unhealthy", "after_s": 0.0}
+    dc = DataCrunchClient(emulator(with_faults(datacrunch=[dc_fault]), boot_delay=0.05).datacrunch_url)
+    body = {"instance_type": "1V100.6V", "image": "ubuntu-24.04", "hostname": "h", "description": "d"}
+    dc_iid = dc("POST", "/instances", json=body).text
+    wait_for(lambda: dc("GET", f"/instances/{dc_iid}").json()["status"] == "error")
+
+
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ({"reset": True, "error": "internal"}, "only one of"),
+        ({"disconnect_after": True, "malformed": "html"}, "only one of"),
+        ({"late_ms": -1}, "late_ms >= 0"),
+        ({"late_ms": 1.5}, "late_ms >= 0"),
+        ({"disconnect_after": "yes"}, "must be true or false"),
+        ({"instance": "unhealthy", "after_s": -1}, "after_s must be a number"),
+    ],
+)
+def test_bad_new_fault_keys_fail_at_load_time(fault, error):
+    with pytest.raises(ScenarioError, match=error):
+        load({"lambdalabs": {"faults": [fault]}})

@@ -5,6 +5,6 @@ contracts must not be able to hide in code that the clients share.
 """
 
 from .cli import main
-from .emulator import Emulator, start
+from .emulator import Emulator, EmulatorError, start
 
-__all__ = ["Emulator", "main", "start"]
+__all__ = ["Emulator", "EmulatorError", "main", "start"]

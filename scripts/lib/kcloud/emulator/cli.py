@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from .emulator import Emulator, overrides
+from .emulator import SSH_MODES, Emulator, EmulatorError, overrides
 from .scenario import load
 
 
@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         "--ssh-port", type=int, metavar="N", help="port of the instances' sshd (default: 22 as root, else 2222)"
     )
     p.add_argument("--state-dir", metavar="DIR", help="where the per-run temp dir (sshd configs, keys) is made")
+    p.add_argument(
+        "--ssh",
+        choices=SSH_MODES,
+        default="auto",
+        help="auto: sshd per instance if installed, else warn; required: fail without sshd; off: never (default: auto)",
+    )
     return p
 
 
@@ -48,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             lambdalabs_port=args.lambdalabs_port,
             datacrunch_port=args.datacrunch_port,
             state_dir=args.state_dir,
+            ssh=args.ssh,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EmulatorError) as exc:
         print(f"emulator: error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -19,6 +19,11 @@ from .sshd import SshdManager
 from .state import State
 
 TICK_SECONDS = 0.05
+SSH_MODES = ("auto", "required", "off")
+
+
+class EmulatorError(RuntimeError):
+    """The emulator cannot start as asked (e.g. ssh="required" without sshd)."""
 
 
 class Emulator:
@@ -31,13 +36,23 @@ class Emulator:
         lambdalabs_port: int = 0,
         datacrunch_port: int = 0,
         state_dir: str | Path | None = None,
+        ssh: str = "auto",
     ) -> None:
+        """`ssh`: "auto" runs sshds if it can (else warns), "required" raises EmulatorError
+        without sshd, "off" never runs any (instances report SSH unavailable)."""
+        if ssh not in SSH_MODES:
+            raise ValueError(f"ssh must be one of {SSH_MODES}, not {ssh!r}")
         self.scenario = scenario
+        self.ssh_mode = ssh
         self.workdir = Path(tempfile.mkdtemp(prefix="kcloud-emulator-", dir=state_dir))
         self.workdir.chmod(0o755)  # login users other than root read their authorized_keys below it
         try:
             self._state = State(scenario)
-            self.sshd = SshdManager(self.workdir, scenario.ssh["port"], scenario.ssh["address_base"])
+            self.sshd = SshdManager(
+                self.workdir, scenario.ssh["port"], scenario.ssh["address_base"], enabled=ssh != "off"
+            )
+            if ssh == "required" and self.sshd.unavailable_reason:
+                raise EmulatorError(f"ssh='required' but {self.sshd.unavailable_reason}")
             self.apis = {api.name: api for api in (LambdaApi(self._state), DataCrunchApi(self._state))}
             ports = {"lambdalabs": lambdalabs_port, "datacrunch": datacrunch_port}
             self.servers = {}
@@ -55,7 +70,7 @@ class Emulator:
         self._stopped = False
 
     def start(self) -> Emulator:
-        if self.sshd.unavailable_reason:
+        if self.sshd.unavailable_reason and self.ssh_mode == "auto":
             print(f"emulator: warning: {self.sshd.unavailable_reason}", file=sys.stderr, flush=True)
         for server in self.servers.values():
             server.start()
@@ -85,8 +100,14 @@ class Emulator:
         """What GET /_emulator/state answers."""
         return self._state.snapshot({name: api.statuses for name, api in self.apis.items()})
 
+    def health(self) -> dict:
+        """What GET /_emulator/health answers: can instances be reached by SSH at all?"""
+        reason = self.sshd.unavailable_reason
+        return {"ssh": {"available": reason is None, "reason": reason or "", "mode": self.ssh_mode}}
+
     def reset(self) -> None:
-        """Back to the scenario's initial state: no instances, keys, tokens or request log."""
+        """Back to the scenario's initial state: no instances, keys, volumes, scripts, filesystems,
+        tokens or request log."""
         self._state.reset()
         self.sshd.stop_all()
 
@@ -119,6 +140,8 @@ class Emulator:
         try:
             if (method, path) == ("GET", "/_emulator/state"):
                 return json_response(self.state())
+            if (method, path) == ("GET", "/_emulator/health"):
+                return json_response(self.health())
             if (method, path) == ("POST", "/_emulator/capacity"):
                 data = json.loads(body)
                 rule = {"type": data["instance_type"], "region": data["region"], "count": data["count"]}
@@ -144,13 +167,19 @@ def start(
     boot_delay: float | None = None,
     ssh_port: int | None = None,
     state_dir: str | Path | None = None,
+    ssh: str = "auto",
 ) -> Emulator:
-    """Start an emulator in this process (for tests). `scenario` is a name, a file or a dict."""
+    """Start an emulator in this process (for tests). `scenario` is a name, a file or a dict.
+
+    `ssh`: "auto" (sshd if installed, else a warning), "required" (EmulatorError
+    without sshd), "off" (never start sshd).
+    """
     emulator = Emulator(
         load(scenario, overrides(latency_ms, boot_delay, ssh_port)),
         lambdalabs_port=lambdalabs_port,
         datacrunch_port=datacrunch_port,
         state_dir=state_dir,
+        ssh=ssh,
     )
     return emulator.start()
 

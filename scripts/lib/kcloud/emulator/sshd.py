@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+OFF_REASON = "SSH is off (the emulator was started with ssh='off'): instances are not reachable by SSH"
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 3.0
 PUBLIC_KEY_TYPES = (
@@ -99,12 +100,15 @@ except OSError:  # pragma: no cover - non-glibc platforms
 class SshdManager:
     """Starts and stops one sshd per instance. Thread-safe."""
 
-    def __init__(self, workdir: Path, port: int | None = None, address_base: str = "random") -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, address_base: str = "random", enabled: bool = True
+    ) -> None:
         self.workdir = workdir
         self.is_root = os.geteuid() == 0
         self.port = port or (22 if self.is_root else 2222)
         self.base = _address_base(address_base)
-        self.unavailable_reason = _missing_tools()
+        self.enabled = enabled
+        self.unavailable_reason = _missing_tools() if enabled else OFF_REASON
         self._next = 2
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
@@ -229,10 +233,11 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _missing_tools() -> str | None:
+    """Why no instance can get an sshd here (naming the fix), or None."""
     if not os.access(SSHD, os.X_OK):
-        return f"{SSHD} not found (apt-get install -y openssh-server): instances are not reachable by SSH"
+        return f"sshd not found at {SSHD}: apt-get install -y openssh-server (instances are not reachable by SSH)"
     if shutil.which("ssh-keygen") is None:
-        return "ssh-keygen not found: instances are not reachable by SSH"
+        return "ssh-keygen not found: apt-get install -y openssh-client (instances are not reachable by SSH)"
     return None
 
 
