@@ -1,16 +1,18 @@
 """`kcloud`: the one command line. The seed-documented scripts are symlinks to scripts/kcloud,
 dispatched here by the name they were called with (see ALIASES).
+
+Start-up cost is paid per command: `main` imports only the module that registers the command
+being run (COMMANDS); `--help` lists every command from the table without importing any, and
+the Kconfig targets (LOCAL) never import the HTTP stack, Jinja2, PyYAML, terraform or logging.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import logging
 import os
 import sys
 
-from kcloud import errors, providers, tiers
+from kcloud import errors, providers
 from kcloud.redact import redact
 
 # script name -> the kcloud arguments it stands for
@@ -28,12 +30,31 @@ for _p in providers.names():
         f"{_p}_credentials.py": [_p, "credentials"],
     })
 
-# Modules that add top-level subcommands: each has register(subparsers).
-COMMAND_MODULES = ["kcloud.kconfig.commands", "kcloud.bringup.commands", "kcloud.demo", "kcloud.bench"]
+# Top-level command -> (module whose register(subparsers) adds it, its one-line help).
+# The help is what `kcloud --help` lists without importing the module; a test checks that it
+# matches what register() says, and that every registered command is here.
+COMMANDS = {
+    "cloud-config": ("kcloud.kconfig.commands", "refresh Kconfig fragments from the providers' live APIs"),
+    "clean-cloud-config": ("kcloud.kconfig.commands", "remove generated fragments (shipped defaults apply again)"),
+    "menuconfig": ("kcloud.kconfig.commands", "interactive configuration (kconfiglib)"),
+    "olddefconfig": ("kcloud.kconfig.commands", "update .config to the current Kconfig, new symbols at defaults"),
+    "savedefconfig": ("kcloud.kconfig.commands", "write the minimal defconfig of .config to ./defconfig"),
+    "defconfig": ("kcloud.kconfig.commands", "load defconfigs/NAME into .config"),
+    "bringup": ("kcloud.bringup.commands", "provision per .config and prepare the hosts"),
+    "destroy": ("kcloud.bringup.commands", "tear down everything this directory launched"),
+    "status": ("kcloud.bringup.commands", "this directory's instances and their cost"),
+    "ssh-key": ("kcloud.bringup.commands", "the project's SSH key: ensure (local), setup (upload), clean"),
+    "demo": ("kcloud.demo", "the main job end to end on the bundled emulator"),
+    "bench": ("kcloud.bench", "benchmarks that print figures"),
+}
+# Commands that never talk to an API: no logging set-up (importing logging alone costs ~4 ms).
+LOCAL = {"clean-cloud-config", "menuconfig", "olddefconfig", "savedefconfig", "defconfig"}
+EMULATOR_HELP = "serve both provider APIs on 127.0.0.1 (emulator --help)"
 
 
 def _out(args, obj, text_lines):
     if getattr(args, "output", "text") == "json" or getattr(args, "json", False):
+        import json
         print(json.dumps(obj, indent=2))
     else:
         print("\n".join(text_lines))
@@ -92,6 +113,7 @@ def cmd_check_capacity(args) -> int:
 
 
 def _select(args, selection) -> int:
+    from kcloud import tiers
     plan = tiers.plan(args.provider, selection, _client(args).catalog())
     if args.verbose:
         print("\n".join(tiers.trace(plan)))
@@ -100,6 +122,7 @@ def _select(args, selection) -> int:
         return 1
     first = plan.candidates[0]
     if getattr(args, "json", False):
+        import json
         print(json.dumps({"instance_type": first.instance_type, "region": first.region, "tier": first.tier,
                           "price_per_hour": first.price,
                           "candidates": [c.__dict__ for c in plan.candidates]}, indent=2))
@@ -109,6 +132,7 @@ def _select(args, selection) -> int:
 
 
 def cmd_select_tier(args) -> int:
+    from kcloud import tiers
     if args.list_tiers:
         for name, help_text, tier_names in tiers.list_groups(args.provider):
             print(f"{name:20} {help_text}\n{'':20} {' > '.join(tier_names)}")
@@ -123,6 +147,7 @@ def cmd_select_tier(args) -> int:
 
 
 def cmd_smart_select(args) -> int:
+    from kcloud import tiers
     return _select(args, tiers.Selection(tiers.CHEAPEST, region=args.region or ""))
 
 
@@ -243,28 +268,59 @@ def _provider_parser(sub, name: str):
     return ps
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: list[str]) -> str | None:
+    """The top-level command in argv: the first word that is not an option (the global
+    options take no value); None when a help option comes first."""
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None, full: bool = False) -> argparse.ArgumentParser:
+    """The parser for running `command`: only its module is imported and registered. Without
+    a known command (--help, a typo) every command is listed from COMMANDS, importing none;
+    `full` registers every module (tests)."""
     parser = argparse.ArgumentParser(prog="kcloud", description="GPU machines from clouds that are usually sold out")
     parser.add_argument("-v", "--debug", action="store_true", help="log every HTTP request (redacted)")
     sub = parser.add_subparsers(dest="top", required=True)
-    from kcloud.kconfig import commands as kconfig_commands
-    for name in providers.names():
-        kconfig_commands.register_provider(_provider_parser(sub, name), name)   # generate-kconfig
-    # Listed for --help only: main() hands the emulator its arguments untouched (own parser).
-    sub.add_parser("emulator", help="serve both provider APIs on 127.0.0.1 (emulator --help)", add_help=False)
-    for module in COMMAND_MODULES:
+    provider_names = providers.names()
+    known = full or command in COMMANDS or command in provider_names
+    modules = {m for m, _ in COMMANDS.values()} if full else {COMMANDS[command][0]} if command in COMMANDS else set()
+    for name in provider_names:
+        if full or name == command:
+            from kcloud.kconfig import commands as kconfig_commands
+            kconfig_commands.register_provider(_provider_parser(sub, name), name)   # generate-kconfig
+        elif not known:
+            sub.add_parser(name, help=f"{providers.data(name)['title']} commands", add_help=False)
+    if not known:
+        # Listed for --help only: main() hands the emulator its arguments untouched (own parser).
+        sub.add_parser("emulator", help=EMULATOR_HELP, add_help=False)
+    for module in sorted(modules):
         importlib.import_module(module).register(sub)
+    if not known:
+        for name, (_module, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def _configure_logging(debug: bool) -> None:
+    import logging
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = ALIASES.get(os.path.basename(prog or sys.argv[0]), []) + argv
-    if argv[:1] == ["emulator"]:
-        return importlib.import_module("kcloud.emulator").main(argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug or os.environ.get("V") == "1" else logging.WARNING,
-                        format="%(name)s: %(message)s")
+    command = command_of(argv)
+    if command == "emulator":
+        return importlib.import_module("kcloud.emulator").main(argv[argv.index(command) + 1:])
+    args = build_parser(command).parse_args(argv)
+    debug = args.debug or os.environ.get("V") == "1"
+    if debug or args.top not in LOCAL:
+        _configure_logging(debug)
     try:
         return args.func(args) or 0
     except errors.KcloudError as exc:

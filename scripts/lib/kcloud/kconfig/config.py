@@ -158,10 +158,9 @@ def extra_vars(raw_values: dict[str, str]) -> dict[str, object]:
 
 
 def write_extra_vars(config: str | os.PathLike = ".config", output: str | os.PathLike | None = None) -> Path:
-    import yaml
+    from kcloud import datafile     # not PyYAML: its import alone costs more than the rest of defconfig
     config = Path(config)
     output = Path(output) if output else config.with_name("extra_vars.yaml")
     text = "# Generated from .config by kcloud; do not edit (make olddefconfig rewrites it).\n"
-    text += yaml.safe_dump(extra_vars(read_config_raw(config)), sort_keys=False, default_flow_style=False,
-                           allow_unicode=True)
+    text += datafile.dump_flat(extra_vars(read_config_raw(config)))
     return atomic_write(output, text)

@@ -9,7 +9,6 @@ and .config is validated (config.load_settings) before it replaces the previous 
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shutil
@@ -92,6 +91,7 @@ def defconfig_names(tree: Path) -> list[str]:
 
 
 def _similar(name: str, names: list[str]) -> list[str]:
+    import difflib
     close = difflib.get_close_matches(name, names, n=6, cutoff=0.5)
     if not close:
         head = re.split(r"[-_]", name)[0]
@@ -130,6 +130,7 @@ def _apply_sets(kconf, sets: list[tuple[str, str]]) -> None:
     for name, value in sets:
         sym = kconf.syms.get(name)
         if sym is None or not sym.nodes:
+            import difflib
             known = [s.name for s in kconf.unique_defined_syms]
             close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
             raise ConfigError(f"--set {name}: no such Kconfig symbol",
