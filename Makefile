@@ -8,11 +8,15 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 BYTECODE_STAMP := $(VENV)/.bytecode-compiled
 KCLOUD_SOURCES := $(wildcard scripts/lib/kcloud/*.py scripts/lib/kcloud/*/*.py scripts/lib/kcloud/data/*.yaml)
-# Command-line settings carried into .config by `make defconfig-*` (kdevops spelling).
-SETS := $(if $(KDEVOPS_HOSTS_PREFIX),--set KDEVOPS_HOSTS_PREFIX=$(KDEVOPS_HOSTS_PREFIX)) \
-        $(if $(KNLP),--set WORKFLOW_KNLP=y) \
-        $(if $(SSH_CONFIG_PORT),--set SSH_CONFIG_PORT=$(SSH_CONFIG_PORT)) \
-        $(if $(SSH_CONFIG_USER),--set SSH_CONFIG_USER=$(SSH_CONFIG_USER))
+# User variables (`make defconfig-x KDEVOPS_HOSTS_PREFIX=kn1`, V=1, AV=2, TERRAFORM=...) never
+# become recipe text: a value like 'kn1;touch pwned' would be run by the shell. GNU make exports
+# command-line variables to every recipe's environment; kcloud reads them there (defconfig:
+# KDEVOPS_HOSTS_PREFIX, KNLP, SSH_CONFIG_PORT, SSH_CONFIG_USER; every command: V, TERRAFORM) and
+# recipes refer to them only as "$$VAR" (one shell word, never re-parsed). They are also frozen
+# to their literal text here, so even AV='$(shell ...)' is not evaluated by make itself.
+USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE
+$(foreach v,$(USER_VARS),$(if $(filter command line environment,$(origin $(v))),\
+  $(eval override $(v) := $$(value $(v)))$(eval export $(v))))
 # pip repeats a warning per package for find-links folders that do not exist on this machine.
 PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 VERBOSE := $(if $(filter 1,$(V)),--debug)
@@ -87,11 +91,16 @@ olddefconfig: deps ## Update .config to the current Kconfig, new symbols at defa
 savedefconfig: deps ## Write the minimal defconfig of .config to ./defconfig
 	@$(KCLOUD) savedefconfig
 
+# The defconfig name comes from the target name, which is user text too: it reaches kcloud
+# through the environment as one argument ("$$KCLOUD_DEFCONFIG", after --), and kcloud checks
+# it (letters, digits, '.', '_', '-'; a file in defconfigs/).
+defconfig-%: export KCLOUD_DEFCONFIG = $*
 defconfig-%: deps ## Load defconfigs/<name> into .config
-	@$(KCLOUD) defconfig $* $(SETS)
+	@$(KCLOUD) defconfig -- "$$KCLOUD_DEFCONFIG"
 
 bringup: deps ## Provision per .config (with failover) and prepare the hosts
-	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity $(AV))
+	@case "$$AV" in ""|[0-4]) ;; *) echo "error: AV must be 0..4 (Ansible verbosity)" >&2; exit 2;; esac
+	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity "$$AV")
 
 destroy: deps ## Tear down everything this directory launched (idempotent)
 	@$(KCLOUD) $(VERBOSE) destroy
@@ -114,6 +123,8 @@ clean: ## Remove generated files (keeps .config and terraform state)
 	@rm -f kconfigs/*.generated terraform/*/kconfigs/*.generated extra_vars.yaml
 	@find . -name __pycache__ -prune -exec rm -rf {} +
 
-mrproper: clean ## Also remove .config and .venv (refuses while instances are journalled)
+# Check first, delete after: `clean` is not a prerequisite (it would run before the check).
+mrproper: ## Also remove .config and .venv (refuses while instances are journalled)
 	@if [ -s .kcloud/journal.jsonl ] && [ -x $(VENV)/bin/python ]; then $(KCLOUD) destroy --check-clean; fi
+	@$(MAKE) --no-print-directory clean
 	@rm -rf .config .config.old $(VENV)

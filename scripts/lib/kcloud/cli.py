@@ -151,16 +151,33 @@ def cmd_smart_select(args) -> int:
     return _select(args, tiers.Selection(tiers.CHEAPEST, region=args.region or ""))
 
 
+def _public_key_file(path: str) -> str:
+    """The one OpenSSH public key in `path` (kcloud.sshpub), read before any request is made."""
+    from kcloud.sshpub import MAX_LINE, parse_public_key
+    path = os.path.expanduser(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4 * MAX_LINE + 1)
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot read public key file {path}: {exc.strerror or exc}") from None
+    if len(data) > 4 * MAX_LINE:
+        raise errors.ConfigError(f"{path}: not an OpenSSH public key (larger than {4 * MAX_LINE} bytes)")
+    return parse_public_key(data, source=path)
+
+
 def cmd_ssh_keys(args) -> int:
+    if args.action == "add":        # everything checked before the first HTTP request
+        if not args.name or not args.file:
+            raise errors.ConfigError("usage: ssh-keys add NAME PUBLIC_KEY_FILE")
+        if len(args.name) > 64 or not args.name.isprintable():
+            raise errors.ConfigError(f"SSH key name {args.name[:64]!r} must be at most 64 printable characters")
+        public_key = _public_key_file(args.file)
     p = _client(args)
     if args.action == "list":
         keys = p.ssh_keys()
         _out(args, [k.__dict__ for k in keys], [f"{k.id:36} {k.name}" for k in keys] or ["(no SSH keys)"])
     elif args.action == "add":
-        if not args.name or not args.file:
-            raise errors.ConfigError("usage: ssh-keys add NAME PUBLIC_KEY_FILE")
-        with open(os.path.expanduser(args.file)) as f:
-            key = p.add_ssh_key(args.name, f.read().strip())
+        key = p.add_ssh_key(args.name, public_key)
         print(f"added SSH key {key.name} ({key.id})")
     else:
         if not args.name:
@@ -191,6 +208,10 @@ def cmd_credentials(args) -> int:
         print(spec.path)
         return 0
     if args.action == "set":
+        if args.values:
+            print(f"warning: a key on the command line is visible to other users in `ps` and stays in your "
+                  f"shell history; prefer '{spec.provider}_credentials.py set' with no argument "
+                  f"(it prompts, or reads stdin when that is not a terminal)", file=sys.stderr)
         values = dict(zip(spec.fields, args.values))
         missing = [f for f in spec.fields if f not in values]
         for field in missing:       # prompt (or read stdin) so secrets need not be on the command line
@@ -207,10 +228,13 @@ def cmd_credentials(args) -> int:
 
 def _ask(field: str, secret: bool) -> str:
     import getpass
-    if sys.stdin.isatty():
-        value = getpass.getpass(f"{field}: ") if secret else input(f"{field}: ")
-    else:
-        value = sys.stdin.readline()
+    try:
+        if sys.stdin.isatty():
+            value = getpass.getpass(f"{field}: ") if secret else input(f"{field}: ")
+        else:
+            value = sys.stdin.readline()
+    except EOFError:
+        value = ""
     if not value.strip():
         raise errors.CredentialsError(f"no {field} given")
     return value.strip()

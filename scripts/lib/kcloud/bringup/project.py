@@ -67,15 +67,38 @@ class Project:
 
     @contextmanager
     def lock(self, what: str):
-        """One bringup/destroy at a time per directory (two would race on state and keys)."""
+        """One bringup/destroy at a time per directory (two would race on state and keys).
+
+        Nothing in .kcloud/ is followed through a planted link (policy in kcloud.fsutil): a
+        symlinked .kcloud/, lock or journal is refused with one line; with the lock held, a
+        link at a file kcloud regenerates (progress.log, ssh_config, known_hosts, hosts) is
+        removed so that nothing later writes through it."""
+        import stat
+
+        from kcloud import fsutil
+        if self.state_dir.is_symlink():
+            raise ConfigError(f"{self.state_dir} is a symbolic link; refusing to keep kcloud state through it",
+                              hint=f"remove it (rm {self.state_dir}); kcloud creates the directory")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "lock", "a+") as f:
+        fd = fsutil.open_nofollow(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
                 raise ConfigError(f"another kcloud command is running in {self.root} ({f.read().strip()})",
                                   hint="wait for it to finish") from None
+            try:
+                os.close(fsutil.open_nofollow(self.journal_path, os.O_RDONLY))   # refuses a planted link
+            except FileNotFoundError:
+                pass
+            for regenerated in (self.progress_path, self.ssh_config, self.known_hosts, self.inventory):
+                try:
+                    st = regenerated.lstat()
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
+                    regenerated.unlink()
             f.seek(0)
             f.truncate()
             f.write(f"{what}, pid {os.getpid()}")

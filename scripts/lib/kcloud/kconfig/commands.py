@@ -3,10 +3,13 @@ defconfig, and `<provider> generate-kconfig`. Each returns an exit code; local m
 raise ConfigError (the CLI prints one `error: ...` line and exits 1)."""
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 
 from kcloud import providers
+from kcloud.errors import ConfigError
 
 
 def _tree():
@@ -70,9 +73,52 @@ def defconfig(name: str, sets=(), config_path=None, tree=None):
     return kbuild.defconfig(name, sets, tree=tree, config=config_path)
 
 
+# `make defconfig-<name> VAR=value` settings: GNU make exports command-line variables to the
+# recipe's environment, so the Makefile never pastes them into a shell command; they are read
+# here, checked, and applied like --set (which still works, and wins).
+ENV_SETS = ("KDEVOPS_HOSTS_PREFIX", "KNLP", "SSH_CONFIG_PORT", "SSH_CONFIG_USER")
+_DEFCONFIG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _env_sets(environ=os.environ) -> list[str]:
+    sets = []
+    for var in ENV_SETS:
+        value = environ.get(var, "")
+        if not value:
+            continue
+        if var == "KNLP":
+            knlp = {"1": "y", "y": "y", "yes": "y", "true": "y", "0": "n", "n": "n", "no": "n",
+                    "false": "n"}.get(value.strip().lower())
+            if knlp is None:
+                raise ConfigError(f"KNLP={value[:40]!r}: expected 1 or 0")
+            sets.append(f"WORKFLOW_KNLP={knlp}")
+        else:
+            sets.append(f"{var}={value}")
+    return sets
+
+
+def _check_sets(sets: list[str]) -> None:
+    """One clear line for a bad host prefix or SSH user before anything is written (a port
+    is checked by Kconfig's own int range)."""
+    from kcloud.kconfig.config import _PREFIX
+    from kcloud.kconfig.kbuild import parse_sets
+    for name, value in parse_sets(sets):
+        if name == "KDEVOPS_HOSTS_PREFIX" and not _PREFIX.fullmatch(value):
+            raise ConfigError(f"KDEVOPS_HOSTS_PREFIX={value[:40]!r} is not usable in host names",
+                              hint="use lower-case letters, digits and '-', at most 40, e.g. kn1")
+        if name == "SSH_CONFIG_USER" and not _SSH_USER.fullmatch(value):
+            raise ConfigError(f"SSH_CONFIG_USER={value[:40]!r} is not a user name",
+                              hint="e.g. ubuntu: [a-z_][a-z0-9_-]*, at most 32")
+
+
 def cmd_defconfig(args) -> int:
     from kcloud.kconfig import kbuild
-    result = kbuild.defconfig(args.name, args.set or ())
+    if not _DEFCONFIG_NAME.fullmatch(args.name):
+        raise ConfigError(f"{args.name[:60]!r} is not a defconfig name", hint="make help lists them")
+    sets = _env_sets() + list(args.set or ())
+    _check_sets(sets)
+    result = kbuild.defconfig(args.name, sets)
     _print_warnings(result.warnings)
     print(f"wrote {result.config.name} from defconfigs/{args.name} (and {result.extra_vars.name})")
     return 0

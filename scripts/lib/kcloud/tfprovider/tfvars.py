@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Iterable
@@ -15,12 +16,25 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def hcl(value) -> str:
-    """An HCL string literal: JSON escaping plus template-sequence escaping."""
-    return json.dumps(str(value)).replace("${", "$${").replace("%{", "%%{")
+    """An HCL string literal. JSON escaping covers quotes, backslashes, newlines and every
+    control character; ensure_ascii=False keeps other characters literal (HCL has no UTF-16
+    surrogate pairs, so JSON's \\ud83d\\ude00 for one emoji would not load); `${` and `%{`
+    become HCL's literal `$${` and `%%{`, so no value can start an interpolation."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"cannot write {text[:40]!r} into terraform.tfvars (not valid Unicode)") from None
+    return json.dumps(text, ensure_ascii=False).replace("${", "$${").replace("%{", "%%{")
 
 
 def hcl_number(value) -> str:
-    number = float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"cannot write {str(value)[:40]!r} into terraform.tfvars (not a finite number)")
     return str(int(number)) if number.is_integer() else repr(number)
 
 
@@ -35,7 +49,7 @@ def _env() -> jinja2.Environment:
 def render(*, cloud: str, name: str, candidates: Iterable, ssh_key_name: str, ssh_public_key: str = "",
            ssh_public_key_file: str | os.PathLike = "", ssh_key_id: str = "", image: str = "",
            user_data: str = "", boot_timeout: float = 600, poll_interval: float = 5,
-           journal_path: str | os.PathLike = "", progress_file: str | os.PathLike = "") -> str:
+           journal_path: str | os.PathLike = "", progress_file: str | os.PathLike = "", owner: str = "") -> str:
     """`candidates`: kcloud.tiers.Candidate objects, dicts or (type, region) pairs, in order.
     The SSH key is either an existing key (`ssh_key_id`, shared mode) or a public key to
     register (`ssh_public_key` text or `ssh_public_key_file`)."""
@@ -61,14 +75,13 @@ def render(*, cloud: str, name: str, candidates: Iterable, ssh_key_name: str, ss
         if not ssh_public_key.strip():
             raise ConfigError("no SSH public key to register and no existing key id",
                               hint="set CONFIG_TERRAFORM_SSH_CONFIG_PUBKEY_FILE or use a shared key")
-        if "PRIVATE KEY" in ssh_public_key:
-            raise ConfigError("refusing to write a private key into terraform.tfvars",
-                              hint="point the SSH key setting at the .pub file")
+        from kcloud.sshpub import parse_public_key      # one OpenSSH public key line, or refused
+        ssh_public_key = parse_public_key(ssh_public_key, source=str(ssh_public_key_file or "SSH public key"))
     return _env().get_template("terraform.tfvars.j2").render(
         cloud=cloud, name=name, candidates=rows, ssh_key_name=ssh_key_name,
         ssh_public_key=ssh_public_key.strip(), ssh_key_id=ssh_key_id, image=image or "",
         user_data=user_data or "", boot_timeout=boot_timeout, poll_interval=poll_interval,
-        journal_path=str(journal_path or ""), progress_file=str(progress_file or ""))
+        journal_path=str(journal_path or ""), progress_file=str(progress_file or ""), owner=owner or "")
 
 
 def write(path: str | os.PathLike, **values) -> Path:
