@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from e2e_helpers import audit, kill_group, wait_for
+from e2e_helpers import audit, billable, clear_faults, kill_group, wait_for
 
 CLEAN = {"instances": [], "ssh_keys": []}
 
@@ -55,7 +55,7 @@ def test_failed_terminates_are_reported_not_hidden(cloud, make_project):
     assert "TERMINATE FAILED" in both                                   # in the table
     assert f"{len(stuck)} instance{'s' if len(stuck) > 1 else ''} may still be running" in proc.stderr
     assert "nothing is left running" not in both and "confirmed" not in proc.stderr
-    emu.clear_faults("lambdalabs")
+    clear_faults(emu, "lambdalabs")
     out = p.make("destroy").stdout
     assert "the API confirms nothing of this directory is left running" in out
     assert audit(emu) == CLEAN

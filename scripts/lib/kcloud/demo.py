@@ -122,12 +122,19 @@ def cmd_demo(args) -> int:
             run([str(REPO / ".venv" / "bin" / "ansible"), "all", "-i", "hosts", "-m", "ping"], work,
                 {**env, "ANSIBLE_CONFIG": str(work / "playbooks" / "ansible.cfg")})
             run(["make", "status"], work, env)
+            if provider == "datacrunch":
+                banner("datacrunch: lose terraform state and the journal; the tags (and our key) still prove "
+                       "which machine is ours")
+                run(["sh", "-c", "rm -f terraform/datacrunch/terraform.tfstate* .kcloud/journal.jsonl"], work, env)
+                run(["make", "status"], work, env)
             run(["make", "destroy"], work, env)
             key = f"{provider.upper()}_API_URL"
             state = emulator.state(key)
+            left = {kind: n for kind, n in state.get("billable", {}).items() if n}
             left_i, left_k = len(state.get("instances", [])), len(state.get("ssh_keys", []))
-            banner(f"{provider}: emulator audit: {left_i} instances, {left_k} SSH keys left")
-            audit_ok &= left_i == 0 and left_k == 0
+            banner(f"{provider}: emulator audit: {left_i} instances, {left_k} SSH keys, "
+                   f"{sum(left.values()) - left_i - left_k} volumes/scripts/file systems left")
+            audit_ok &= left_i == 0 and left_k == 0 and not left
         banner(f"Demo finished in {time.monotonic() - started:.0f} s; audit {'clean' if audit_ok else 'NOT CLEAN'}")
         return 0 if audit_ok else 1
     finally:

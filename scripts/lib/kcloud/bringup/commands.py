@@ -389,12 +389,20 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
 
 
 def _wait_gone(provider, ids: list[str], timeout: float = 120) -> None:
+    """Until the listing shows them terminated or gone; `terminating` at the deadline is
+    accepted with a note (the cloud took the order), anything else is an error."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = [i for i in provider.instances() if i.id in ids and i.state not in (TERMINATED, TERMINATING)]
+    while True:
+        alive = [i for i in provider.instances() if i.id in ids and i.state != TERMINATED]
         if not alive:
             return
+        if time.monotonic() >= deadline:
+            break
         time.sleep(1)
+    if all(i.state == TERMINATING for i in alive):
+        _say(f"{provider.title}: still {alive[0].status} after {timeout:.0f} s: "
+             + ", ".join(i.id for i in alive) + " (the cloud accepted the terminate)")
+        return
     raise errors.TransientError(f"{provider.name}: still running {timeout:.0f} s after terminate: "
                                 + ", ".join(i.id for i in alive), hint="run 'make destroy' again")
 

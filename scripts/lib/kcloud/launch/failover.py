@@ -13,6 +13,7 @@ from typing import Callable
 from kcloud import errors
 from kcloud.launch.journal import Journal
 from kcloud.launch.ownership import TAG_RUN, Owner, launch_tags, new_run_id
+from kcloud.providers import check_id
 from kcloud.providers.base import ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance, LaunchRequest, SshKey
 from kcloud.tiers import Candidate
 
@@ -151,7 +152,7 @@ def _launch(provider, cand: Candidate, name: str, ssh_key: SshKey, image: str, u
         note({"event": "launch", "provider": provider.name, "name": name, "run": run,
               "instance_type": cand.instance_type, "region": cand.region})
         try:
-            instance_id = provider.launch(request)
+            instance_id = check_id(provider.name, provider.launch(request), "instance id")
         except errors.RateLimited:
             note({"event": "launch-failed", "provider": provider.name, "run": run, "why": "rate limited"})
             if attempt >= RATE_LIMIT_RETRIES:
@@ -162,7 +163,7 @@ def _launch(provider, cand: Candidate, name: str, ssh_key: SshKey, image: str, u
         except tuple(OUTCOMES) as exc:
             note({"event": "launch-failed", "provider": provider.name, "run": run, "why": OUTCOMES[type(exc)]})
             raise
-        except errors.TransientError as exc:
+        except (errors.TransientError, errors.HostileAnswer) as exc:
             say(f"{cand.instance_type} {cand.region}: the launch answer was lost ({_short(exc)}); "
                 f"looking for the machine before anything else is launched")
             found = _resolve(provider, run, name, owner.with_launch(run), resolve_window, sleep)
