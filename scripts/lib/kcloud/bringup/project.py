@@ -1,7 +1,10 @@
 """Where one project directory keeps its things, and how it names what it creates remotely.
 
-Everything is derived from the directory's absolute path, so two checkouts never share a
-key, an SSH config or a journal (seed 004, "Using Multiple kdevops Directories").
+Local files are derived from the directory's absolute path; what kcloud creates remotely is
+named and tagged with the directory's *identity*, a random id created once and kept in
+`.kcloud/id` (and in the SSH key's comment), so two checkouts -- or the same path on two
+computers -- never share a key, a tag or a machine (seed 004, "Using Multiple kdevops
+Directories").
 """
 from __future__ import annotations
 
@@ -9,11 +12,20 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from kcloud.errors import ConfigError
+
+_ID = re.compile(r"^[0-9a-f]{12}$")
+
+
+def _read_nofollow(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(4096).decode("ascii", "replace")
 
 
 @dataclass(frozen=True)
@@ -29,10 +41,53 @@ class Project:
         return hashlib.sha256(str(self.root).encode()).hexdigest()[:8]
 
     @property
+    def id_path(self) -> Path:
+        return self.state_dir / "id"
+
+    def identity(self, create: bool = False) -> str | None:
+        """This directory's random id (12 hex digits): `.kcloud/id`, else recovered from the
+        comment of our SSH public key (`kdevops-<project>-<id>`), else a new one when `create`."""
+        try:
+            text = _read_nofollow(self.id_path).strip()
+            if _ID.match(text):
+                return text
+        except OSError:
+            pass
+        try:
+            comment = _read_nofollow(self.private_key.with_name(self.private_key.name + ".pub")).split()
+            found = _ID.match(comment[2].rsplit("-", 1)[-1]) if len(comment) >= 3 else None
+            if found:
+                return found.group(0)
+        except OSError:
+            pass
+        if not create:
+            return None
+        from kcloud.fsutil import atomic_write
+        new = secrets.token_hex(6)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.id_path, new + "\n", mode=0o644)
+        return new
+
+    @property
     def key_name(self) -> str:
-        """Seed 000: kdevops-<project>-<hash>, within the APIs' 64-character name limit."""
+        """Seed 000: kdevops-<project>-<hash>, within the APIs' 64-character name limit; the
+        hash is the directory's identity, unique per checkout and computer."""
         project = re.sub(r"[^A-Za-z0-9_-]+", "-", self.root.name).strip("-")[:40] or "project"
-        return f"kdevops-{project}-{self.hash}"
+        return f"kdevops-{project}-{self.identity(create=True)}"
+
+    def known_key_name(self) -> str | None:
+        """Our unique key's name if this directory has an identity (never creates one)."""
+        ident = self.identity()
+        if not ident:
+            return None
+        project = re.sub(r"[^A-Za-z0-9_-]+", "-", self.root.name).strip("-")[:40] or "project"
+        return f"kdevops-{project}-{ident}"
+
+    @property
+    def launching_lock(self) -> Path:
+        """Held shared by every process that may launch (bringup, terraform's plugin); destroy
+        takes it exclusively, so it never reports success while a launch is in flight."""
+        return self.state_dir / "launching.lock"
 
     @property
     def private_key(self) -> Path:
