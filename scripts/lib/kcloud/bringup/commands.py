@@ -155,7 +155,8 @@ def cmd_bringup(args) -> int:
         out = tf.output()
 
         user = settings.ssh_user or provider.login_user
-        host = hostfiles.Host(settings.host_name, out["ip"], user, settings.ssh_port, private)
+        host = hostfiles.Host(settings.host_name, out["ip"], user, settings.ssh_port, private,
+                              provider=settings.provider)
         try:
             hostfiles.write(project, [host], settings.ssh_config_update)
         except errors.KcloudError as exc:
@@ -236,8 +237,8 @@ class _tail:
         self.path, self.stop = path, threading.Event()
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        from kcloud.fsutil import atomic_write
+        atomic_write(self.path, "")        # replaces (never writes through) a link planted there
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         return self

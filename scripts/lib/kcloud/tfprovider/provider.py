@@ -174,9 +174,8 @@ class KcloudProvider(iface.Provider):
         if not self.progress_file:
             return
         try:
-            with open(self.progress_file, "a") as f:
-                f.write(line + "\n")
-                f.flush()
+            from kcloud.fsutil import append_line
+            append_line(self.progress_file, line)     # never through a link planted there
         except OSError as exc:   # progress is a courtesy: never fail a launch over it
             _log(f"cannot write progress file {self.progress_file}: {exc}")
 
