@@ -22,13 +22,16 @@ PIP_QUIET := { grep -v 'is ignored: it is neither a file nor a directory' || tru
 VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
-.PHONY: all help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
+.PHONY: all preflight help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
         defconfigs bringup destroy status cloud-list-all clean mrproper \
         lambdalabs-ssh-list lambdalabs-ssh-setup lambdalabs-ssh-clean \
         datacrunch-ssh-list datacrunch-ssh-setup datacrunch-ssh-clean
 
-all: deps ## Install what kcloud needs; with a .config, also prepare the SSH key
-	@if [ -f .config ]; then $(KCLOUD) $(VERBOSE) ssh-key ensure; fi
+all: deps ## Install what bringup needs and create this directory's SSH key (no .config: which defconfig to load)
+	@$(KCLOUD) $(VERBOSE) prepare
+
+preflight: deps ## Every check bringup makes, one line each with the fix; changes nothing (kcloud doctor)
+	@$(KCLOUD) $(VERBOSE) doctor
 
 help: ## This list
 	@echo "kcloud targets:"

@@ -44,6 +44,8 @@ COMMANDS = {
     "destroy": ("kcloud.bringup.commands", "tear down everything this directory launched"),
     "status": ("kcloud.bringup.commands", "this directory's instances and their cost"),
     "ssh-key": ("kcloud.bringup.commands", "the project's SSH key: ensure (local), setup (upload), clean"),
+    "doctor": ("kcloud.bringup.doctor", "every check bringup makes, changing nothing (make preflight)"),
+    "prepare": ("kcloud.bringup.prepare", "what `make` does: the directory's SSH key and what bringup installs"),
     "demo": ("kcloud.demo", "the main job end to end on the bundled emulator"),
     "bench": ("kcloud.bench", "benchmarks that print figures"),
 }
@@ -319,7 +321,7 @@ def build_parser(command: str | None = None, full: bool = False) -> argparse.Arg
             kconfig_commands.register_provider(_provider_parser(sub, name), name)   # generate-kconfig
         elif not known:
             sub.add_parser(name, help=f"{providers.data(name)['title']} commands", add_help=False)
-    if not known:
+    if full or not known:
         # Listed for --help only: main() hands the emulator its arguments untouched (own parser).
         sub.add_parser("emulator", help=EMULATOR_HELP, add_help=False)
     for module in sorted(modules):
