@@ -56,6 +56,9 @@ $(BYTECODE_STAMP): $(RUNTIME_STAMP) $(KCLOUD_SOURCES)
 	@$(VENV)/bin/python -m compileall -q scripts/lib >/dev/null
 	@PYTHONPATH=scripts/lib $(VENV)/bin/python -m kcloud.datafile scripts/lib/kcloud/data/*.yaml
 	@touch $@
+# Sources are never made: without this empty rule make searches its implicit rules for each
+# one on every run (~7 ms of every make target).
+$(KCLOUD_SOURCES): ;
 
 $(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
 	@echo "Installing test dependencies into $(VENV) ..."

@@ -37,7 +37,7 @@ def no_config(root: Path) -> int:
     print(f"No .config in {root} yet: choose what to launch first, for example")
     for name, text in suggestions(root):
         target = f"make defconfig-{name}"
-        print(f"  {target:45} {text}")
+        print(f"  {target:48} {text}")
     print("make help lists every defconfig; make cloud-config first puts live prices and capacity in the menus.")
     return 0
 
@@ -64,7 +64,7 @@ def cmd_prepare(args) -> int:
     tf = runner.Terraform(project.terraform_dir(settings.provider))
     ran = tf.init()
     where = os.path.relpath(tf.root, project.root)
-    print(f"{CHECK} terraform: kcloud provider installed, " +
+    print(f"{CHECK} terraform provider: kcloud's installed in terraform/.plugins, " +
           (f"terraform init done in {where}" if ran else f"{where} already initialised"))
 
     missing: list[Check] = []
