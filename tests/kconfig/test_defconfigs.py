@@ -15,7 +15,7 @@ from kcloud.kconfig import generate, kbuild, paths
 EXPECTED = {
     "lambdalabs": ("lambdalabs", "cheapest", 600, True),
     "lambdalabs-shared-key": ("lambdalabs", "cheapest", 600, False),
-    "lambdalabs-smart": ("lambdalabs", "cheapest", 600, True),
+    "lambdalabs-smart": ("lambdalabs", "gpu_1x_a10", 600, True),
     "lambdalabs-gh200-or-less": ("lambdalabs", "GH200_OR_LESS", 600, True),
     "lambdalabs-h100-or-less": ("lambdalabs", "H100_OR_LESS", 600, True),
     "lambdalabs-a100-or-less": ("lambdalabs", "A100_OR_LESS", 600, True),
@@ -26,6 +26,13 @@ EXPECTED = {
     "lambdalabs-gpu-1x-h100-sxm5": ("lambdalabs", "gpu_1x_h100_sxm5", 600, True),
     "lambdalabs-gpu-1x-a10": ("lambdalabs", "gpu_1x_a10", 600, True),
     "lambdalabs-gpu-8x-h100-sxm5": ("lambdalabs", "gpu_8x_h100_sxm5", 1800, True),
+    "lambdalabs-gpu-1x-a100": ("lambdalabs", "gpu_1x_a100_sxm4", 600, True),
+    "lambdalabs-gpu-1x-h100": ("lambdalabs", "gpu_1x_h100_sxm5", 600, True),
+    "lambdalabs-gpu-8x-a100": ("lambdalabs", "gpu_8x_a100", 1800, True),
+    "lambdalabs-gpu-8x-h100": ("lambdalabs", "gpu_8x_h100_sxm5", 1800, True),
+    "datacrunch-4x-h100-pytorch": ("datacrunch", "4H100.80S.176V", 600, True),
+    "datacrunch-4x-b200": ("datacrunch", "4B200.120V", 600, True),
+    "datacrunch-4x-b300": ("datacrunch", "4B300.120V", 600, True),
     "datacrunch-b300-or-less": ("datacrunch", "B300_OR_LESS", 600, True),
     "datacrunch-b200-or-less": ("datacrunch", "B200_OR_LESS", 600, True),
     "datacrunch-h100-pytorch-or-less": ("datacrunch", "H100_OR_LESS", 600, True),
@@ -49,16 +56,18 @@ def test_defconfig_loads_cleanly_offline(tree, no_network, name):
     assert result.warnings == []
     assert not no_network
     s = kconfig_config.load_settings(tree / ".config")
-    provider, value, boot, genkey = EXPECTED[name]
+    provider, value, boot, unique = EXPECTED[name]
     P = f"TERRAFORM_{provider.upper()}"
     values = kconfig_config.read_config(tree / ".config")
-    assert (s.provider, values[f"{P}_INSTANCE_TYPE"], s.boot_timeout, s.ssh_genkey) == (provider, value, boot, genkey)
-    assert values[f"{P}_REGION"] == "" and s.selection.region == ""
+    assert (s.provider, values[f"{P}_INSTANCE_TYPE"], s.boot_timeout, s.ssh_key_unique) == (provider, value, boot, unique)
+    assert s.selection.region == "" and s.region_mode in ("smart-cheapest", "smart-infer", "auto")
     assert s.host_name == "kdevops-gpu" and s.ssh_port == 22 and s.ssh_timeout == 300
+    assert values[f"{P}_SSH_KEY_NAME"] == s.ssh_key_name != ""
     # the selection plans against the offline catalog (an explicit type must exist there)
-    tiers.plan(provider, s.selection, providers.snapshot(provider))
-    if not genkey:
+    tiers.plan(provider, s.selection, providers.snapshot(provider), None)
+    if not unique:
         assert s.pubkey_file == "~/.ssh/kdevops_terraform.pub" and s.ssh_key_name == f"kdevops-{provider}"
+        assert not s.ssh_key_auto_create and not s.ssh_key_generate
     extra = yaml.safe_load((tree / "extra_vars.yaml").read_text())
     assert extra[f"terraform_{provider}"] is True and extra["terraform_boot_timeout"] == boot
     assert temp_files(tree) == []
@@ -129,7 +138,7 @@ def test_unknown_defconfig_is_one_clear_line_and_changes_nothing(tree, run_cli):
     ("NO_SUCH_SYMBOL=y", "--set NO_SUCH_SYMBOL: no such Kconfig symbol"),
     ("WORKFLOW_KNLPP=y", "did you mean WORKFLOW_KNLP"),
     ("SSH_CONFIG_PORT=99999", "SSH_CONFIG_PORT is int in 1..65535"),
-    ("TERRAFORM_SSH_CONFIG_PUBKEY_FILE=x", "depends on !TERRAFORM_SSH_CONFIG_GENKEY"),
+    ("TERRAFORM_LAMBDALABS_SSH_KEY_NAME_CUSTOM=x", "depends on TERRAFORM_LAMBDALABS_SSH_KEY_SHARED"),
     ("TERRAFORM_MAX_PRICE_PER_HOUR=cheap", "is not a price in USD per hour"),
     ("KDEVOPS_HOSTS_PREFIX=Bad_Prefix", "is not usable in host names"),
     ("WORKFLOW_KNLP", "is not SYMBOL=VALUE"),
@@ -144,11 +153,16 @@ def test_bad_set_is_a_clear_error_and_changes_nothing(tree, run_cli, setting, me
 
 
 def test_set_can_switch_a_choice(tree):
+    """A region implies the manual region method (kdevops would drop the region silently)."""
     kbuild.defconfig("lambdalabs", ["TERRAFORM_LAMBDALABS_INSTANCE_TYPE_8X_H100_OR_LESS=y",
                                     "TERRAFORM_LAMBDALABS_REGION_US_EAST_1=y"])
     s = kconfig_config.load_settings(tree / ".config")
     assert s.selection == tiers.Selection(tiers.GROUP, "8X_H100_OR_LESS", "us-east-1", None)
-    assert s.boot_timeout == 1800
+    assert s.boot_timeout == 1800 and s.region_mode == "manual"
+    kbuild.defconfig("datacrunch-v100", ["TERRAFORM_DATACRUNCH_INSTANCE_TYPE=1B300.30V",
+                                         "TERRAFORM_DATACRUNCH_LOCATION_ICE_01=y"])
+    s = kconfig_config.load_settings(tree / ".config")
+    assert s.selection == tiers.Selection(tiers.EXPLICIT, "1B300.30V", "ICE-01", None)
 
 
 def test_olddefconfig_keeps_choices_and_writes_extra_vars(tree, run_cli, no_network):
@@ -195,39 +209,6 @@ def test_menuconfig_runs_kconfiglib_menuconfig_then_writes_extra_vars(tree, run_
     assert temp_files(tree) == []
 
 
-KDEVOPS_LAMBDALABS = """# kdevops-style: smart cheapest, unique key
-CONFIG_TERRAFORM=y
-CONFIG_TERRAFORM_LAMBDALABS=y
-CONFIG_TERRAFORM_LAMBDALABS_SMART_CHEAPEST=y
-CONFIG_TERRAFORM_LAMBDALABS_SSH_KEY_UNIQUE=y
-CONFIG_TERRAFORM_LAMBDALABS_SSH_KEY_AUTO_CREATE=y
-CONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y
-CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE=y
-CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE=y
-"""
-KDEVOPS_DATACRUNCH = """CONFIG_TERRAFORM=y
-CONFIG_TERRAFORM_DATACRUNCH=y
-CONFIG_TERRAFORM_DATACRUNCH_INSTANCE_TYPE_1A100_40S_22V=y
-CONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y
-CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE=y
-CONFIG_TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE=y
-CONFIG_WORKFLOWS=y
-CONFIG_WORKFLOWS_TESTS=y
-CONFIG_WORKFLOWS_LINUX_TESTS=y
-CONFIG_WORKFLOWS_DEDICATED_WORKFLOW=y
-"""
-
-
-@pytest.mark.parametrize("text, value", [(KDEVOPS_LAMBDALABS, "cheapest"), (KDEVOPS_DATACRUNCH, "1A100.40S.22V")])
-def test_kdevops_defconfig_lines_load_without_warnings(tree, text, value):
-    """kdevops defconfigs for these providers (same symbol names) keep working."""
-    (tree / "defconfigs" / "kdevops-style").write_text(text)
-    result = kbuild.defconfig("kdevops-style")
-    assert result.warnings == []
-    s = kconfig_config.load_settings(tree / ".config")
-    assert (s.selection.kind if value == "cheapest" else s.selection.value) == value and s.ssh_genkey
-
-
 def test_an_instance_type_the_fragments_lack_is_refused_not_swapped(tree, run_cli):
     """After make cloud-config offered a new type and make clean-cloud-config removed it,
     olddefconfig must not quietly fall back to the cheapest GPU."""
@@ -247,7 +228,7 @@ def test_an_instance_type_the_fragments_lack_is_refused_not_swapped(tree, run_cl
 def test_unknown_symbol_in_a_defconfig_is_reported_as_warning(tree, run_cli):
     (tree / "defconfigs" / "stale").write_text("CONFIG_TERRAFORM_LAMBDALABS=y\nCONFIG_GONE_SYMBOL=y\n")
     code, out, err = run_cli("defconfig", "stale")
-    assert code == 0 and "warning: stale: CONFIG_GONE_SYMBOL is not a kcloud symbol; ignored" in err
+    assert code == 0 and "warning: stale:2: CONFIG_GONE_SYMBOL is not a kcloud symbol; ignored" in err
 
 
 def test_the_tripwire_itself_catches_network_and_shell(tmp_path, no_network):

@@ -2,7 +2,9 @@
 
 Plain text parsing (no kconfiglib, no Kconfig tree needed): every value bringup needs is
 written to .config by Kconfig, including the derived strings
-CONFIG_TERRAFORM_<P>_INSTANCE_TYPE / _REGION / _IMAGE.
+CONFIG_TERRAFORM_<P>_INSTANCE_TYPE / _REGION (DataCrunch: _LOCATION) / _IMAGE and the SSH
+key name. The symbols are kdevops' (shared/reference/kdevops-kconfig.md), with kdevops'
+meanings; each Settings field names the symbol it comes from.
 """
 from __future__ import annotations
 
@@ -19,24 +21,48 @@ _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 _PRICE = re.compile(r"^\d+(\.\d{1,4})?$")
 _PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
-DEFAULT_PUBKEY = "~/.ssh/kdevops_terraform.pub"
+SMART_CHEAPEST, SMART_INFER, MANUAL, AUTO = "smart-cheapest", "smart-infer", "manual", "auto"
 
 
 @dataclass(frozen=True)
 class Settings:
-    provider: str
-    selection: tiers.Selection
-    hosts_prefix: str
-    host_name: str
-    image: str                  # "" = the provider's default image
-    ssh_genkey: bool            # True: per-directory key kdevops-<project>-<hash>
-    pubkey_file: str            # shared key mode only ("" with ssh_genkey)
-    ssh_key_name: str           # shared key mode only ("" with ssh_genkey)
-    ssh_user: str               # "" = the provider's login user
-    ssh_port: int
-    ssh_config_update: bool
-    boot_timeout: int
-    ssh_timeout: int
+    """Everything bringup, destroy and the SSH key targets must honour, from .config.
+
+    <P> is TERRAFORM_<PROVIDER>; paths are kept as written ("~/..."), expand them when used.
+    """
+    provider: str               # the cloud: CONFIG_TERRAFORM_<PROVIDER>=y
+    selection: tiers.Selection  # what to launch where: <P>_INSTANCE_TYPE; region "" (any, closest first) or the pinned <P>_REGION / DataCrunch <P>_LOCATION; TERRAFORM_MAX_PRICE_PER_HOUR
+    hosts_prefix: str           # KDEVOPS_HOSTS_PREFIX
+    host_name: str              # "<prefix>-gpu", or "<prefix>-knlp" with WORKFLOW_KNLP
+    image: str                  # <P>_IMAGE: the OS image id; "" = the provider's default image
+    ssh_key_unique: bool        # <P>_SSH_KEY_UNIQUE: a per-directory key name; False (SHARED/MANUAL): a name the user chose
+    ssh_key_name: str           # <P>_SSH_KEY_NAME: the key's name in the account, in every mode (kdevops' rule when unique)
+    ssh_key_auto_create: bool   # <P>_SSH_KEY_AUTO_CREATE: upload the key when missing at bringup, delete it at destroy; False: it must exist, never deleted
+    pubkey_file: str            # TERRAFORM_SSH_CONFIG_PUBKEY_FILE: the public key given to the provider
+    private_key_file: str       # the private key: pubkey_file without .pub (DataCrunch's <P>_SSH_KEY_FILE names the same file)
+    ssh_key_generate: bool      # TERRAFORM_SSH_CONFIG_GENKEY: generate the local key pair when it is missing; False: it must exist
+    ssh_key_regenerate: bool    # TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE: replace an existing local pair with a fresh one (kdevops: when .config changed)
+    ssh_key_empty_passphrase: bool  # TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE: generate the key without a passphrase
+    ssh_user: str               # the login user: SSH_CONFIG_USER (make line), else TERRAFORM_SSH_CONFIG_USER, else the provider's
+    ssh_port: int               # SSH_CONFIG_PORT
+    ssh_config_update: bool     # KDEVOPS_SSH_CONFIG_UPDATE: write host entries and include them from ssh_config_file
+    ssh_config_file: str        # KDEVOPS_SSH_CONFIG: the SSH configuration that gets the Include line
+    ssh_config_prefix: str      # KDEVOPS_SSH_CONFIG_PREFIX: path prefix of this directory's host entry file
+    ssh_config_host_file: str   # that file: prefix + sha256 of "<project dir>\n" (64 hex digits), as kdevops
+    ssh_config_strict: bool     # KDEVOPS_SSH_CONFIG_UPDATE_STRICT: add the relaxed host-key options to each entry
+    ssh_config_backup: bool     # KDEVOPS_SSH_CONFIG_UPDATE_BACKUP: back up ssh_config_file before changing it
+    terraform_tool: str         # "terraform" or "opentofu": TERRAFORM_USE_TERRAFORM / TERRAFORM_USE_OPENTOFU
+    terraform_binary: str       # TERRAFORM_BINARY_PATH: "" = kcloud's own lookup; a name without "/" = a PATH lookup
+    region_mode: str            # how the region is chosen: smart-cheapest, smart-infer, manual (Lambda); auto, manual (DataCrunch)
+    keep_volumes: bool          # <P>_KEEP_VOLUMES (DataCrunch): keep OS volumes at destroy, ids cached per host; False elsewhere
+    credentials_file: str       # <P>_API_KEY_FILE (DataCrunch): the credentials file; "" = the provider's default
+    boot_timeout: int           # TERRAFORM_BOOT_TIMEOUT (seconds)
+    ssh_timeout: int            # TERRAFORM_SSH_TIMEOUT (seconds)
+
+    @property
+    def ssh_genkey(self) -> bool:
+        """Deprecated name of ssh_key_unique (bringup used it before the kdevops symbols)."""
+        return self.ssh_key_unique
 
     def login_user(self) -> str:
         return self.ssh_user or providers.data(self.provider)["login_user"]
@@ -98,11 +124,31 @@ def _bool(values: dict, name: str, default: bool) -> bool:
     return default if raw is None else raw == "y"
 
 
+def _location(provider: str) -> tuple[str, str]:
+    """(symbol suffix of the provider's location string, its "any location" value)."""
+    loc = (providers.data(provider).get("kconfig") or {}).get("location") or {}
+    return loc.get("symbol", "REGION"), loc.get("auto", "")
+
+
+def _region_mode(values: dict, P: str, location: str, auto: str) -> str:
+    for suffix, mode in (("REGION_MANUAL", MANUAL), ("REGION_SMART_INFER", SMART_INFER),
+                         ("REGION_SMART_CHEAPEST", SMART_CHEAPEST)):
+        if values.get(f"{P}_{suffix}") == "y":
+            return mode
+    return AUTO if location in ("", auto) else MANUAL
+
+
+def _strip_pub(path: str) -> str:
+    return path[:-len(".pub")] if path.endswith(".pub") else path
+
+
 def load_settings(path: str | os.PathLike = ".config") -> Settings:
+    from kcloud.kconfig import identity
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found", hint="run make defconfig-<name> first (make help lists them)")
     values = read_config(path)
+    project = path.absolute().parent.resolve()
     chosen = [p for p in providers.names() if values.get(f"TERRAFORM_{p.upper()}") == "y"]
     if not chosen:
         raise ConfigError(f"{path} names no cloud provider (no CONFIG_TERRAFORM_<PROVIDER>=y)",
@@ -113,7 +159,9 @@ def load_settings(path: str | os.PathLike = ".config") -> Settings:
     if not instance_type:
         raise ConfigError(f"{path} has no CONFIG_{P}_INSTANCE_TYPE",
                           hint="run make olddefconfig, or make defconfig-<name> again")
-    region = values.get(f"{P}_REGION", "")
+    symbol, auto = _location(provider)
+    location = values.get(f"{P}_{symbol}", "")
+    region = "" if location == auto else location
     max_price = parse_price(values.get("TERRAFORM_MAX_PRICE_PER_HOUR", ""))
     selection = tiers.parse(provider, instance_type, region, max_price)
 
@@ -122,19 +170,51 @@ def load_settings(path: str | os.PathLike = ".config") -> Settings:
         raise ConfigError(f"CONFIG_KDEVOPS_HOSTS_PREFIX=\"{prefix}\" is not usable in host names",
                           hint="use lower-case letters, digits and '-', e.g. kn1")
     knlp = _bool(values, "WORKFLOW_KNLP", False)
+
+    sha = identity.topdir_sha256(project)
+    unique = _bool(values, f"{P}_SSH_KEY_UNIQUE", True)
+    key_name = values.get(f"{P}_SSH_KEY_NAME", "") or (
+        identity.unique_key_name(provider, project) if unique else values.get(f"{P}_SSH_KEY_NAME_CUSTOM", ""))
+    if not key_name:
+        raise ConfigError(f"{path}: CONFIG_{P}_SSH_KEY_NAME is empty",
+                          hint=f"set CONFIG_{P}_SSH_KEY_NAME_CUSTOM, or choose the unique key with make menuconfig")
+    pubkey = values.get("TERRAFORM_SSH_CONFIG_PUBKEY_FILE") or f"~/.ssh/kdevops_terraform_{sha[:8]}.pub"
+    private = _strip_pub(pubkey)
+    key_file = values.get(f"{P}_SSH_KEY_FILE", "")
+    if key_file and key_file != private and key_file != f"~/.ssh/kdevops_terraform_{sha[:8]}":
+        raise ConfigError(f"CONFIG_{P}_SSH_KEY_FILE=\"{key_file}\" and CONFIG_TERRAFORM_SSH_CONFIG_PUBKEY_FILE="
+                          f"\"{pubkey}\" name different key pairs",
+                          hint=f"make them one pair, e.g. CONFIG_TERRAFORM_SSH_CONFIG_PUBKEY_FILE=\"{key_file}.pub\"")
     genkey = _bool(values, "TERRAFORM_SSH_CONFIG_GENKEY", True)
+    ssh_update = _bool(values, "KDEVOPS_SSH_CONFIG_UPDATE", True)
+    ssh_prefix = values.get("KDEVOPS_SSH_CONFIG_PREFIX") or "~/.ssh/config_kdevops_"
     return Settings(
         provider=provider,
         selection=selection,
         hosts_prefix=prefix,
         host_name=f"{prefix}-knlp" if knlp else f"{prefix}-gpu",
         image=values.get(f"{P}_IMAGE", ""),
-        ssh_genkey=genkey,
-        pubkey_file="" if genkey else (values.get("TERRAFORM_SSH_CONFIG_PUBKEY_FILE") or DEFAULT_PUBKEY),
-        ssh_key_name="" if genkey else values.get(f"{P}_SSH_KEY_NAME", ""),
-        ssh_user=values.get("SSH_CONFIG_USER", ""),
+        ssh_key_unique=unique,
+        ssh_key_name=key_name,
+        ssh_key_auto_create=_bool(values, f"{P}_SSH_KEY_AUTO_CREATE", unique),
+        pubkey_file=pubkey,
+        private_key_file=private,
+        ssh_key_generate=genkey,
+        ssh_key_regenerate=genkey and _bool(values, "TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE", True),
+        ssh_key_empty_passphrase=not genkey or _bool(values, "TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE", True),
+        ssh_user=values.get("SSH_CONFIG_USER", "") or values.get("TERRAFORM_SSH_CONFIG_USER", ""),
         ssh_port=_int(values, "SSH_CONFIG_PORT", 22, 1, 65535),
-        ssh_config_update=_bool(values, "KCLOUD_SSH_CONFIG_UPDATE", True),
+        ssh_config_update=ssh_update,
+        ssh_config_file=values.get("KDEVOPS_SSH_CONFIG") or "~/.ssh/config",
+        ssh_config_prefix=ssh_prefix,
+        ssh_config_host_file=ssh_prefix + sha,
+        ssh_config_strict=ssh_update and _bool(values, "KDEVOPS_SSH_CONFIG_UPDATE_STRICT", True),
+        ssh_config_backup=ssh_update and _bool(values, "KDEVOPS_SSH_CONFIG_UPDATE_BACKUP", True),
+        terraform_tool="opentofu" if values.get("TERRAFORM_USE_OPENTOFU") == "y" else "terraform",
+        terraform_binary=values.get("TERRAFORM_BINARY_PATH", ""),
+        region_mode=_region_mode(values, P, location, auto),
+        keep_volumes=_bool(values, f"{P}_KEEP_VOLUMES", False),
+        credentials_file=values.get(f"{P}_API_KEY_FILE", ""),
         boot_timeout=_int(values, "TERRAFORM_BOOT_TIMEOUT", 600, 1, 86400),
         ssh_timeout=_int(values, "TERRAFORM_SSH_TIMEOUT", 300, 1, 86400),
     )

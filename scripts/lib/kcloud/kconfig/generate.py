@@ -96,8 +96,9 @@ def merged_catalog(provider: str, live: Catalog | None) -> tuple[Catalog, set[st
         types[n] = snap.types[n]
     regions = dict(snap.regions)
     regions.update(live.regions)
-    merged = Catalog(provider, types, regions, dict(live.capacity), list(live.images) or list(snap.images),
-                     source=live.source)
+    live_ids = {i.id for i in live.images}
+    images = list(live.images) + [i for i in snap.images if i.id not in live_ids]
+    merged = Catalog(provider, types, regions, dict(live.capacity), images, source=live.source)
     return merged, gone
 
 
@@ -112,7 +113,7 @@ def _type_prompt(t: InstanceType, mark: str) -> str:
 
 def _mark(regions: list[str], listed: bool) -> str:
     if not listed:
-        return f"{CROSS} not offered now"
+        return f"{CROSS} not offered"
     if not regions:
         return f"{CROSS} sold out"
     shown = ", ".join(regions[:MAX_REGIONS_IN_PROMPT])
@@ -128,15 +129,15 @@ def _is_8x(cat: Catalog, names: list[str]) -> bool:
     return bool(names) and all(cat.types[n].gpu_count >= 8 for n in names)
 
 
-def compute_view(provider: str, live: Catalog | None) -> dict:
+def compute_view(provider: str, live: Catalog | None, when: str = "") -> dict:
     d = providers.data(provider)
     cat, gone = merged_catalog(provider, live)
     members: list[Member] = []
 
     members.append(Member(
         "SMART_CHEAPEST", "Cheapest available GPU (smart selection)", "cheapest",
-        ["At bringup, launch the cheapest GPU instance type that has",
-         "capacity, in the first region (preference order) that has it."]))
+        ["At bringup, read capacity again and launch the cheapest GPU",
+         "instance type that has capacity, in the closest region that has it."]))
 
     for key, g in d["tier_groups"].items():
         hierarchy = d["hierarchies"][g["hierarchy"]]
@@ -164,8 +165,8 @@ def compute_view(provider: str, live: Catalog | None) -> dict:
         lines = [t.description or t.name,
                  f"{t.vcpus} vCPUs, {t.memory_gb} GB RAM, {_price(t.price_per_hour)} on demand"]
         if live is not None:
-            lines.append("Capacity now: " + (", ".join(regions) if regions else
-                                             "none" if t.name not in gone else "not listed by the API"))
+            lines.append(f"Capacity at {when}: " + (", ".join(regions) if regions else
+                                                     "none" if t.name not in gone else "not listed by the API"))
         lines.append("Exact type: no fallback to other types.")
         members.append(Member(symbol_suffix(t.name), _type_prompt(t, mark), t.name, lines,
                               eight_x=t.gpu_count >= 8))
@@ -178,13 +179,29 @@ def compute_view(provider: str, live: Catalog | None) -> dict:
             "eight_x": [m.suffix for m in members if m.eight_x]}
 
 
-def location_view(provider: str, live: Catalog | None) -> dict:
+def location_settings(provider: str) -> dict:
+    """How a provider's location choice is spelled (data: kconfig.location): `symbol` (REGION
+    or LOCATION), `auto` (the member meaning "any location", e.g. AUTO), `depends_on` (a
+    provider symbol that shows the choice, e.g. REGION_MANUAL) and `default` (a region code)."""
+    loc = dict((providers.data(provider).get("kconfig") or {}).get("location") or {})
+    loc.setdefault("symbol", "REGION")
+    return loc
+
+
+CLOSEST_HELP = ["At bringup, read capacity again and use the location closest to you",
+                "that has capacity for the chosen instance type. Your location is",
+                "inferred offline: KCLOUD_LOCATION=<lat,lon or region>, else the",
+                "system time zone; no geo-IP service is asked."]
+
+
+def location_view(provider: str, live: Catalog | None, when: str = "") -> dict:
     cat, _ = merged_catalog(provider, live)
-    preference = providers.data(provider).get("region_preference", [])
-    members = [Member("REGION_SMART", "Any region with capacity (preference order)", "",
-                      ["At bringup, use the first region in preference order that has",
-                       "capacity for the chosen instance type:",
-                       "  " + ", ".join(preference or sorted(cat.regions))])]
+    loc = location_settings(provider)
+    symbol = loc["symbol"]
+    members = []
+    if loc.get("auto"):
+        members.append(Member(f"{symbol}_{loc['auto']}", "Closest location with capacity (automatic)",
+                              loc["auto"], list(CLOSEST_HELP)))
     up: dict[str, int] = {}
     for name in cat.types:
         for r in cat.available_regions(name):
@@ -192,27 +209,46 @@ def location_view(provider: str, live: Catalog | None) -> dict:
     for code in _region_order(provider, set(cat.regions) | set(up)):
         desc = cat.regions.get(code, code)
         prompt = f"{code} - {desc}" if desc and desc != code else code
+        lines = []
         if live is not None:
             prompt += f"  {CHECK} {up[code]} types with capacity" if up.get(code) else f"  {CROSS} no capacity"
-        members.append(Member("REGION_" + symbol_suffix(code), prompt, code))
+            lines = [f"Capacity at {when}: " + (f"{up[code]} instance types" if up.get(code) else "none")]
+        members.append(Member(f"{symbol}_" + symbol_suffix(code), prompt, code, lines))
     _check_unique(provider, "region", members)
-    return {"members": members, "default": "REGION_SMART"}
+    if loc.get("auto"):
+        default = f"{symbol}_{loc['auto']}"
+    else:
+        wanted = f"{symbol}_" + symbol_suffix(loc.get("default") or "")
+        default = wanted if wanted in {m.suffix for m in members} else members[0].suffix
+    depends = f"{prefix(provider)}_{loc['depends_on']}" if loc.get("depends_on") else ""
+    return {"members": members, "default": default, "symbol": symbol, "depends_on": depends,
+            "auto": loc.get("auto", "")}
 
 
-def images_view(provider: str, live: Catalog | None) -> dict:
+def images_view(provider: str, live: Catalog | None, when: str = "") -> dict:
     cat, _ = merged_catalog(provider, live)
     default_image = providers.data(provider).get("default_image") or ""
-    members = [Member("IMAGE_DEFAULT",
-                      f"Provider default ({default_image})" if default_image else "Provider default image", "",
-                      ["Let kcloud pick the provider's default image."])]
+    ids = {i.id for i in cat.images}
+    members = []
+    if default_image not in ids:
+        members.append(Member("IMAGE_DEFAULT",
+                              f"Provider default ({default_image})" if default_image else "Provider default image",
+                              default_image, ["Let kcloud pick the provider's default image."]))
+    live_ids = {i.id for i in live.images} if live is not None else ids
     for image in sorted(cat.images, key=lambda i: i.id):
         prompt = f"{image.name} ({image.id})" if image.name and image.name != image.id else image.id
         lines = []
+        if image.id == default_image:
+            lines.append("The provider's default image.")
+        if image.id not in live_ids:
+            prompt += f"  {CROSS} not offered"
+            lines.append(f"Not listed by the API at {when}.")
         if image.regions:
             lines.append("Regions: " + ", ".join(_region_order(provider, image.regions)))
         members.append(Member("IMAGE_" + symbol_suffix(image.id), prompt, image.id, lines))
     _check_unique(provider, "image", members)
-    return {"members": members, "default": "IMAGE_DEFAULT"}
+    default = "IMAGE_" + symbol_suffix(default_image) if default_image in ids else "IMAGE_DEFAULT"
+    return {"members": members, "default": default}
 
 
 def _check_unique(provider: str, what: str, members: list[Member]) -> None:
@@ -250,6 +286,7 @@ def render(provider: str, live: Catalog | None = None, fetched_at: str | None = 
     """Text of every fragment: from the offline snapshot when `live` is None (the .default
     set, deterministic), else from the live catalog merged with the snapshot."""
     d = providers.data(provider)
+    when = ""
     if live is None:
         origin = [f"Rendered from the offline snapshot in scripts/lib/kcloud/data/{provider}.yaml.",
                   "Do not edit: regenerate with `scripts/kcloud cloud-config --offline`."]
@@ -259,10 +296,10 @@ def render(provider: str, live: Catalog | None = None, fetched_at: str | None = 
                   "Do not edit: refresh with `make cloud-config`; `make clean-cloud-config` removes it."]
     out = {}
     for kind in paths.KINDS:
-        view = VIEWS[kind](provider, live)
+        view = VIEWS[kind](provider, live, when)
         text = _jinja().get_template(f"{kind}.j2").render(
             provider=provider, title=d["title"], P=prefix(provider), origin=origin, live=live is not None,
-            **view)
+            when=when, **view)
         out[kind] = re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
     return out
 

@@ -24,16 +24,6 @@ from kcloud.errors import ConfigError
 from kcloud.kconfig import config as kconfig_config
 from kcloud.kconfig import paths
 
-# kdevops symbols for these providers whose "=y" means what kcloud does by default anyway
-# (smart cheapest type, any region, a generated per-directory key, workflows on): a kdevops
-# defconfig carrying them loads without warnings. {P} is each provider's upper-case name.
-KDEVOPS_DEFAULT_EQUIVALENTS = (
-    "TERRAFORM_{P}_SMART_CHEAPEST", "TERRAFORM_{P}_REGION_SMART_INFER", "TERRAFORM_{P}_LOCATION_AUTO",
-    "TERRAFORM_{P}_SSH_KEY_UNIQUE", "TERRAFORM_{P}_SSH_KEY_AUTO_CREATE",
-    "TERRAFORM_SSH_CONFIG_GENKEY_OVERWRITE", "TERRAFORM_SSH_CONFIG_GENKEY_EMPTY_PASSPHRASE",
-    "WORKFLOWS", "WORKFLOWS_TESTS", "WORKFLOWS_LINUX_TESTS", "WORKFLOWS_DEDICATED_WORKFLOW",
-)
-_INSTANCE_TYPE_MEMBER = re.compile(r"^TERRAFORM_[A-Z0-9]+_INSTANCE_TYPE_[A-Z0-9_]+$")
 HEADER = "# kcloud configuration: make menuconfig, make defconfig-<name>; do not edit by hand\n"
 _env_lock = threading.Lock()
 
@@ -54,15 +44,17 @@ def _environment(values: dict[str, str]):
                     os.environ[k] = v
 
 
-def load_kconfig(tree: str | os.PathLike | None = None, cls=None):
-    """Parse the Kconfig tree (no network). Raises ConfigError on a broken tree."""
+def load_kconfig(tree: str | os.PathLike | None = None, cls=None, project: str | os.PathLike | None = None):
+    """Parse the Kconfig tree (no network) for the project directory `project` (whose
+    per-directory names, kconfig.identity, .config carries; default paths.project_dir()).
+    Raises ConfigError on a broken tree."""
     import kconfiglib
     cls = cls or kconfiglib.Kconfig
     tree = paths.srctree(tree)
     if not (tree / "Kconfig").is_file():
         raise ConfigError(f"no Kconfig in {tree}", hint="run kcloud from the project directory")
     try:
-        with _environment(paths.kconfig_env(tree)):
+        with _environment(paths.kconfig_env(tree, project)):
             kconf = cls("Kconfig", warn_to_stderr=False)
     except kconfiglib.KconfigError as exc:
         first = " ".join(str(exc).split())
@@ -71,7 +63,7 @@ def load_kconfig(tree: str | os.PathLike | None = None, cls=None):
     except OSError as exc:
         raise ConfigError(f"Kconfig: {exc.filename or ''}: {exc.strerror}",
                           hint="regenerate the shipped fragments with: scripts/kcloud cloud-config --offline") from None
-    kconf.warn_assign_undef = False     # _load() reports undefined symbols itself
+    kconf.warn_assign_undef = False     # compat.settle() reports undefined symbols itself, with their line
     kconf.warn_assign_redun = False
     return kconf
 
@@ -97,6 +89,18 @@ def _similar(name: str, names: list[str]) -> list[str]:
         head = re.split(r"[-_]", name)[0]
         close = [n for n in names if n.startswith(head)][:6]
     return close
+
+
+def _defconfig_paths(tree: Path, name: str) -> list[Path]:
+    """defconfigs/<name>, or for kdevops' "<base>+<fragment>[+...]" the base followed by each
+    fragment (configs/<fragment>.config, else defconfigs/<fragment>), merged in that order."""
+    base, *fragments = name.split("+")
+    out = [_defconfig_path(tree, base)]
+    for frag in fragments:
+        found = [p for p in (Path(tree) / "configs" / f"{frag}.config", Path(tree) / "configs" / frag)
+                 if "/" not in frag and frag not in ("", ".", "..") and p.is_file()]
+        out.append(found[0] if found else _defconfig_path(tree, frag))
+    return out
 
 
 def _defconfig_path(tree: Path, name: str) -> Path:
@@ -127,7 +131,16 @@ def parse_sets(sets: Iterable[str]) -> list[tuple[str, str]]:
 
 def _apply_sets(kconf, sets: list[tuple[str, str]]) -> None:
     import kconfiglib
+    from kcloud.kconfig import compat
+    aliases, strings = compat.aliases(), compat.user_strings(kconf)
     for name, value in sets:
+        name = aliases.get(name, name)
+        if name in strings and value:          # kdevops: a value for the string selects its member
+            member = compat.derived_member(kconf, name, value)
+            if member is None:
+                raise ConfigError(f"--set {name}={value}: not a value the current Kconfig offers",
+                                  hint="see make menuconfig, or run make cloud-config if it is new")
+            name, value = member.name, "y"
         sym = kconf.syms.get(name)
         if sym is None or not sym.nodes:
             import difflib
@@ -137,6 +150,9 @@ def _apply_sets(kconf, sets: list[tuple[str, str]]) -> None:
                               hint=f"did you mean {', '.join(close)}?" if close else "see make menuconfig")
         if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
             value = {"1": "y", "yes": "y", "true": "y", "0": "n", "no": "n", "false": "n"}.get(value.lower(), value)
+            switch = compat.implied_switch(sym) if value == "y" else None
+            if switch is not None:             # e.g. a Lambda region selects REGION_MANUAL
+                switch.set_value("y")
         if not sym.set_value(value) or sym.str_value != value:
             why = "not visible with this configuration" if not sym.visibility else "not a valid value"
             deps = kconfiglib.expr_str(sym.direct_dep)
@@ -180,27 +196,13 @@ def _save(kconf, config: Path) -> Path:
     return kconfig_config.write_extra_vars(config)
 
 
-def _kdevops_equivalents() -> set[str]:
-    from kcloud import providers
-    return {name.format(P=p.upper()) for name in KDEVOPS_DEFAULT_EQUIVALENTS for p in providers.names()}
-
-
-def _load(kconf, path: Path) -> list[str]:
-    """load_config (replacing everything) and judge assignments to undefined symbols:
-    a kdevops default-equivalent is fine, an unknown instance type is an error (silently
-    falling back to the choice default would launch something else), the rest a warning."""
-    kconf.load_config(str(path), replace=True)
-    notes = []
-    harmless = _kdevops_equivalents()
-    for name, value in kconf.missing_syms:
-        if value.startswith("y") and name in harmless:
-            continue
-        if value.startswith("y") and _INSTANCE_TYPE_MEMBER.match(name):
-            raise ConfigError(f"{path.name}: CONFIG_{name}=y names an instance type the current Kconfig "
-                              "does not offer",
-                              hint="run make cloud-config if the type is new, or pick another with make menuconfig")
-        notes.append(f"{path.name}: CONFIG_{name} is not a kcloud symbol; ignored")
-    return notes
+def _load(kconf, files: list[Path]) -> list[str]:
+    """Load `files` in order (the first replaces everything, the rest merge), then settle them
+    (kconfig.compat: kdevops' meaning, and one warning per line that did not take effect)."""
+    from kcloud.kconfig import compat
+    for i, path in enumerate(files):
+        kconf.load_config(str(path), replace=(i == 0))
+    return compat.settle(kconf, files)
 
 
 def _warnings(kconf, notes: list[str] = ()) -> list[str]:
@@ -220,10 +222,10 @@ def defconfig(name: str, sets: Iterable[str] = (), tree=None, config=None) -> Re
     start = time.perf_counter()
     tree = paths.srctree(tree)
     config = _config_path(config)
-    path = _defconfig_path(tree, name)
+    files = _defconfig_paths(tree, name)
     overrides = parse_sets(sets)
-    kconf = load_kconfig(tree)
-    notes = _load(kconf, path)
+    kconf = load_kconfig(tree, project=config.parent)
+    notes = _load(kconf, files)
     _apply_sets(kconf, overrides)
     extra = _save(kconf, config)
     return Result(config, extra, _warnings(kconf, notes), time.perf_counter() - start)
@@ -232,13 +234,13 @@ def defconfig(name: str, sets: Iterable[str] = (), tree=None, config=None) -> Re
 def _load_existing(kconf, config: Path) -> list[str]:
     if not config.is_file():
         raise ConfigError(f"{config} not found", hint="run make defconfig-<name> first (make help lists them)")
-    return _load(kconf, config)
+    return _load(kconf, [config])
 
 
 def olddefconfig(tree=None, config=None) -> Result:
     start = time.perf_counter()
     config = _config_path(config)
-    kconf = load_kconfig(tree)
+    kconf = load_kconfig(tree, project=config.parent)
     notes = _load_existing(kconf, config)
     extra = _save(kconf, config)
     return Result(config, extra, _warnings(kconf, notes), time.perf_counter() - start)
@@ -249,7 +251,7 @@ def savedefconfig(tree=None, config=None, output=None) -> Result:
     start = time.perf_counter()
     config = _config_path(config)
     output = Path(output or config.parent / "defconfig").absolute()
-    kconf = load_kconfig(tree)
+    kconf = load_kconfig(tree, project=config.parent)
     notes = _load_existing(kconf, config)
     _write_atomic(output, lambda tmp: kconf.write_min_config(tmp))
     return Result(output, None, _warnings(kconf, notes), time.perf_counter() - start)
@@ -281,7 +283,7 @@ def menuconfig(tree=None, config=None) -> Result:
     """kconfiglib's curses menuconfig on .config; extra_vars.yaml follows what was saved."""
     import menuconfig as kconfiglib_menuconfig
     config = _config_path(config)
-    kconf = load_kconfig(tree, cls=_atomic_kconfig_class())
+    kconf = load_kconfig(tree, cls=_atomic_kconfig_class(), project=config.parent)
     with _environment({"KCONFIG_CONFIG": str(config)}):
         kconfiglib_menuconfig.menuconfig(kconf)
     extra = None

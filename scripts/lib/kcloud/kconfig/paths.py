@@ -61,9 +61,22 @@ def flavour(tree: Path, provider: str) -> str:
     return DEFAULT
 
 
-def kconfig_env(tree: Path) -> dict[str, str]:
-    """The environment kconfiglib needs to evaluate this tree (no network, ever)."""
+def project_dir(config: str | os.PathLike | None = None) -> Path:
+    """The project directory whose names .config carries (kconfig.identity): the directory of
+    `config` when given, else $KCLOUD_PROJECT_DIR, else the working directory."""
+    if config is not None:
+        return Path(config).absolute().parent.resolve()
+    return Path(os.environ.get("KCLOUD_PROJECT_DIR") or os.getcwd()).resolve()
+
+
+def kconfig_env(tree: Path, project: str | os.PathLike | None = None) -> dict[str, str]:
+    """The environment kconfiglib needs to evaluate this tree (no network, ever): srctree,
+    which fragment set each provider uses, and the per-directory names of kconfig.identity
+    for `project` (default: project_dir())."""
+    from kcloud.kconfig import identity
+    names = providers.names()
     env = {"srctree": str(tree)}
-    for name in providers.names():
+    for name in names:
         env[env_var(name)] = flavour(tree, name)
+    env.update(identity.environment(Path(project) if project is not None else project_dir(), names))
     return env
