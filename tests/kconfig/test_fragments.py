@@ -167,3 +167,29 @@ def test_flavour_is_generated_only_when_every_generated_fragment_exists(tree):
     assert paths.kconfig_env(tree)["KCLOUD_DATACRUNCH_FRAGMENTS"] == "default"
     next(iter(files)).unlink()
     assert paths.kconfig_env(tree)["KCLOUD_LAMBDALABS_FRAGMENTS"] == "default"
+
+
+def test_live_help_says_when_capacity_was_read_not_now():
+    """menuconfig shows what `make cloud-config` saw, dated: the help never claims "now"."""
+    live = fake_live("lambdalabs", sold_out=("gpu_1x_a10",))
+    when = "2026-01-02 03:04 UTC"
+    out = generate.render("lambdalabs", live, fetched_at=when)
+    for kind, text in out.items():
+        help_text = "\n".join(l for l in text.splitlines() if l.startswith("\t  "))
+        assert not re.search(r"\bnow\b", help_text), (kind, [l for l in help_text.splitlines() if "now" in l])
+    assert f"Capacity at {when}: us-west-1, us-west-2" in out["compute"]
+    assert f"Capacity at {when}: none" in out["compute"]
+    assert f"regions with capacity at {when}" in out["compute"]
+    assert f"instance types with capacity at {when}" in out["location"]
+    assert f"at {when} by `make cloud-config`" in out["compute"]
+
+
+def test_live_images_keep_the_snapshot_images_and_the_default():
+    from kcloud.catalog import Image
+    live = fake_live("datacrunch")
+    live.images = [Image("ubuntu-24.04-cuda-13.0-open-docker", "Ubuntu 24.04 + CUDA 13.0 Open + Docker")]
+    text = generate.render("datacrunch", live)["images"]
+    assert "default TERRAFORM_DATACRUNCH_IMAGE_UBUNTU_24_04_CUDA_12_8_OPEN_DOCKER" in text
+    line = next(l for l in text.splitlines() if '"Ubuntu 22.04 (ubuntu-22.04)' in l)
+    assert "\u2717 not offered" in line
+    assert "not offered" not in next(l for l in text.splitlines() if "(ubuntu-24.04-cuda-13.0-open-docker)" in l)

@@ -348,3 +348,39 @@ def test_unknown_symbols_in_dot_config_are_named_by_olddefconfig(tree, run_cli):
                      (len((tree / ".config.old").read_text().splitlines()), "TWO"))]
     code, out, err = run_cli("olddefconfig")
     assert code == 0 and err == ""                   # said once; the rewritten .config is clean
+
+
+def test_an_empty_datacrunch_string_chooses_nothing_and_is_named(tree):
+    """An older kcloud .config wrote IMAGE="" for the provider default: not an error."""
+    (tree / ".config").write_text('CONFIG_TERRAFORM=y\nCONFIG_TERRAFORM_DATACRUNCH=y\n'
+                                  'CONFIG_TERRAFORM_DATACRUNCH_IMAGE=""\nCONFIG_TERRAFORM_DATACRUNCH_IMAGE_DEFAULT=y\n')
+    warnings = kbuild.olddefconfig().warnings
+    assert kconfig_config.load_settings(tree / ".config").image == "ubuntu-24.04-cuda-12.8-open-docker"
+    assert len(warnings) == 2 and "CONFIG_TERRAFORM_DATACRUNCH_IMAGE=\"\" not applied" in warnings[1]
+    assert ".config:4: CONFIG_TERRAFORM_DATACRUNCH_IMAGE_DEFAULT is not a kcloud symbol" in warnings[0]
+
+
+@pytest.mark.parametrize("name", DEFCONFIGS)
+def test_kdevops_defconfigs_load_the_same_with_live_fragments(tree, no_network, name):
+    """After make cloud-config the same lines are kept (a live catalog never drops a member)."""
+    from kconfig_helpers import fake_live
+    from kcloud.kconfig import generate, paths
+    for p in providers.names():
+        live = fake_live(p, drop=tuple(list(providers.snapshot(p).types)[:5]))
+        live.images = []
+        generate.write_set(generate.fragment_files(tree, p, paths.GENERATED, generate.render(p, live)))
+    install(tree, name)
+    result = kbuild.defconfig(name)
+    assert [w for w in result.warnings if not re.search(r"CONFIG_(KDEVOPS_WORKFLOW_DEDICATE_VLLM|VLLM_)", w)] == []
+    values = kconfig_config.read_config(tree / ".config")
+    provider = "datacrunch" if name.startswith("datacrunch") else "lambdalabs"
+    assert values[f"TERRAFORM_{provider.upper()}_INSTANCE_TYPE"] == EXPECTED[name][0]
+
+
+def test_cli_takes_a_base_plus_fragment_name(tree, run_cli):
+    (tree / "configs").mkdir()
+    shutil.copy(KDEVOPS / "configs" / "lambdalabs-gpu-1x-a10.config", tree / "configs")
+    code, out, err = run_cli("defconfig", "lambdalabs-h100-or-less+lambdalabs-gpu-1x-a10")
+    assert code == 0, err
+    s = kconfig_config.load_settings(tree / ".config")
+    assert s.selection.value == "H100_OR_LESS"          # kdevops: the tier bool beats the fragment's type

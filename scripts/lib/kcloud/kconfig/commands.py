@@ -77,7 +77,8 @@ def defconfig(name: str, sets=(), config_path=None, tree=None):
 # recipe's environment, so the Makefile never pastes them into a shell command; they are read
 # here, checked, and applied like --set (which still works, and wins).
 ENV_SETS = ("KDEVOPS_HOSTS_PREFIX", "KNLP", "SSH_CONFIG_PORT", "SSH_CONFIG_USER")
-_DEFCONFIG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+# kdevops merges fragments as "<base>+<fragment>" (kbuild._defconfig_paths); "+" is not a shell character.
+_DEFCONFIG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._+-]*")
 _SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 

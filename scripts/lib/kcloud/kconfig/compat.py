@@ -194,8 +194,7 @@ def settle(kconf, files: list[Path]) -> list[str]:
     # 4. strings kdevops lets a defconfig set: the written value selects its member
     for name, p in user_strings(kconf).items():
         a = last.get(name)
-        if a is None or a.unset:
-            handled.add(name)
+        if a is None or a.unset or a.value == "":     # "" chooses nothing: reported below if it differs
             continue
         sym = kconf.syms[name]
         handled.add(name)
