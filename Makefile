@@ -6,7 +6,8 @@ VENV := .venv
 KCLOUD := scripts/kcloud
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
-BYTECODE_STAMP := $(VENV)/.bytecode-compiled
+# In a __pycache__: `make clean` deletes those (the venv's too), and so makes `make` compile again.
+BYTECODE_STAMP := scripts/lib/kcloud/__pycache__/.kcloud-compiled
 KCLOUD_SOURCES := $(wildcard scripts/lib/kcloud/*.py scripts/lib/kcloud/*/*.py scripts/lib/kcloud/data/*.yaml)
 # User variables (`make defconfig-x KDEVOPS_HOSTS_PREFIX=kn1`, V=1, AV=2, TERRAFORM=...) never
 # become recipe text: a value like 'kn1;touch pwned' would be run by the shell. GNU make exports
@@ -46,16 +47,15 @@ $(RUNTIME_STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing runtime dependencies into $(VENV) ..."
 	@set -o pipefail; $(VENV)/bin/pip install -q -r requirements.txt 2>&1 | $(PIP_QUIET)
-	@$(VENV)/bin/python -m compileall -q $(VENV)/lib/python*/site-packages >/dev/null
 	@touch $@
 
-# Bytecode of kcloud (and of the venv, above) plus the parsed copies of the provider data files
-# are written at install, so a machine with PYTHONDONTWRITEBYTECODE=1 starts as fast as any;
-# both are redone when a source changes (only what changed is recompiled).
+# Bytecode of kcloud and of the venv plus the parsed copies of the provider data files are
+# written at install, so a machine with PYTHONDONTWRITEBYTECODE=1 starts as fast as any; redone
+# when a source changes (compileall rewrites only what is stale or missing).
 $(BYTECODE_STAMP): $(RUNTIME_STAMP) $(KCLOUD_SOURCES)
-	@$(VENV)/bin/python -m compileall -q scripts/lib >/dev/null
+	@$(VENV)/bin/python -m compileall -q scripts/lib $(VENV)/lib/python*/site-packages >/dev/null
 	@PYTHONPATH=scripts/lib $(VENV)/bin/python -m kcloud.datafile scripts/lib/kcloud/data/*.yaml
-	@touch $@
+	@mkdir -p $(@D) && touch $@
 # Sources are never made: without this empty rule make searches its implicit rules for each
 # one on every run (~7 ms of every make target).
 $(KCLOUD_SOURCES): ;
