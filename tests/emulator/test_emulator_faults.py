@@ -323,3 +323,15 @@ def test_unhealthy_right_after_becoming_active(emulator, keypair):
 def test_bad_new_fault_keys_fail_at_load_time(fault, error):
     with pytest.raises(ScenarioError, match=error):
         load({"lambdalabs": {"faults": [fault]}})
+
+
+def test_admin_delete_faults_clears_that_providers_schedule(emulator):
+    emu = emulator(with_faults([{"path": "/instances", "error": "internal", "times": 0}], [{"error": "internal"}]))
+    lam = LambdaClient(emu.lambdalabs_url)
+    assert lam("GET", "/instances").status_code == 500
+    admin = emu.lambdalabs_url.rsplit("/api/v1", 1)[0] + "/_emulator/faults"
+    r = requests.delete(admin, timeout=TIMEOUT)
+    assert r.status_code == 200 and r.json() == {"cleared": 1}
+    assert lam("GET", "/instances").status_code == 200
+    faults = emu.state()["faults"]
+    assert faults["lambdalabs"] == [] and len(faults["datacrunch"]) == 1  # only this port's provider

@@ -150,6 +150,8 @@ class Emulator:
             if (method, path) == ("POST", "/_emulator/faults"):
                 faults = self._state.add_faults(provider, json.loads(body))
                 return json_response({"added": [f.public() for f in faults]})
+            if (method, path) == ("DELETE", "/_emulator/faults"):
+                return json_response({"cleared": self._state.clear_faults(provider)})
             if (method, path) == ("POST", "/_emulator/reset"):
                 self.reset()
                 return json_response({"reset": True})

@@ -137,6 +137,13 @@ class State:
             self.faults[provider].extend(faults)
         return faults
 
+    def clear_faults(self, provider: str) -> int:
+        """Drop a provider's whole fault schedule (scenario faults included); returns how many."""
+        with self.lock:
+            count = len(self.faults[provider])
+            self.faults[provider] = []
+        return count
+
     def set_capacity(self, provider: str, rule: dict) -> int:
         with self.lock:
             return self.capacity[provider].apply(rule)
