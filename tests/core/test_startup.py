@@ -122,3 +122,15 @@ def test_provider_data_equals_the_yaml():
     for name in providers.names():
         path = providers.DATA_DIR / f"{name}.yaml"
         assert datafile.load(path) == yaml.safe_load(path.read_text())
+
+
+def test_launcher_exit_keeps_the_exit_code_and_every_line_of_output(tmp_path):
+    """scripts/kcloud leaves with os._exit after flushing (cli.leave): nothing is lost."""
+    kcloud = str(REPO / "scripts" / "kcloud")
+    work = scratch_project(tmp_path)
+    ok = subprocess.run([kcloud, "lambdalabs", "select-tier", "--list-tiers"], capture_output=True, text=True)
+    in_process = subprocess.run([sys.executable, "-c", RUN.format(lib=str(REPO / "scripts" / "lib"),
+                                 argv=["lambdalabs", "select-tier", "--list-tiers"])], capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout == in_process.stdout.rsplit("MODULES ", 1)[0]
+    bad = subprocess.run([kcloud, "defconfig", "no-such-defconfig"], cwd=work, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: no defconfig named 'no-such-defconfig'")

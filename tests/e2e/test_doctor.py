@@ -25,6 +25,18 @@ def tools(tmp_path):
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
+def files(*roots) -> dict[str, tuple[int, int]]:
+    """Every file under the roots (outside the venv) with its size and modification time."""
+    found = {}
+    for root in roots:
+        for d, dirs, names in os.walk(root):
+            dirs[:] = [x for x in dirs if x not in (".venv", "scripts", "__pycache__")]
+            for n in names:
+                st = os.stat(os.path.join(d, n))
+                found[os.path.join(d, n)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
 def lines(out: str) -> dict[str, str]:
     """check name -> its line, from doctor's text output."""
     found = {}
@@ -62,14 +74,15 @@ def test_preflight_all_pass_and_changes_nothing(cloud, make_project, tools):
     emu = cloud()
     p = make_project(emu)
     p.defconfig("lambdalabs-h100-or-less")
+    before = files(p.root, p.env["HOME"])
     proc = p.make("preflight", env=tools)
     found = lines(proc.stdout)
     assert list(found) == CHECKS, proc.stdout
     assert all(line.startswith("\u2713") for line in found.values()), proc.stdout
     assert "would launch gpu_1x_" in found["capacity now"]
     assert "Ready: make bringup" in proc.stdout
-    assert not (p.root / ".kcloud").exists()                   # no identity created
-    assert not os.path.exists(f"{p.env['HOME']}/.ssh")          # no key generated
+    assert files(p.root, p.env["HOME"]) == before               # no key, identity or state written
+    assert not os.path.exists(f"{p.env['HOME']}/.ssh")
     assert audit(emu) == {"instances": [], "ssh_keys": []}
 
     doc = json.loads(p.run(str(p.root / "scripts" / "kcloud"), "doctor", "--output", "json", env=tools).stdout)
