@@ -99,7 +99,7 @@ def test_fault_matrix(row, cloud, make_project):
     provider = _provider(defconfig)
     emu = cloud({"extends": "default", provider: {"faults": faults}}, boot_delay=0.3)
     p = make_project(emu)
-    p.defconfig(defconfig, "TERRAFORM_BOOT_TIMEOUT=4")
+    p.defconfig(defconfig, "TERRAFORM_BOOT_TIMEOUT=5")
     env = {"KCLOUD_LAUNCH_RESOLVE_S": "6", "KCLOUD_TERMINATE_WINDOW_S": "30", **env}
     kcloud = str(p.root / "scripts" / "kcloud")
     up = p.run(kcloud, "bringup", check=False, env=env, timeout=300)

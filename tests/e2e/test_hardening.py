@@ -45,7 +45,7 @@ def test_failed_terminates_are_reported_not_hidden(cloud, make_project):
         {"method": "POST", "path": "/instance-operations/launch", "times": 0, "instance": "stuck"},
         {"method": "POST", "path": "/instance-operations/terminate", "times": 0, "error": "internal"}]}})
     p = make_project(emu)
-    p.defconfig("lambdalabs-a100-or-less", "TERRAFORM_BOOT_TIMEOUT=2")
+    p.defconfig("lambdalabs-a100-or-less", "TERRAFORM_BOOT_TIMEOUT=5")
     proc = p.make("bringup", check=False, env={"KCLOUD_TERMINATE_WINDOW_S": "3"})
     both = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -143,9 +143,10 @@ def test_shared_key_same_prefix_never_crosses(cloud, make_project):
     os.makedirs(f"{home}/.ssh", exist_ok=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{home}/.ssh/shared"], check=True)
     for p in (a, b):
-        p.defconfig("lambdalabs-gpu-1x-a10", "TERRAFORM_SSH_CONFIG_GENKEY=n",
-                    f"TERRAFORM_SSH_CONFIG_PUBKEY_FILE={home}/.ssh/shared.pub",
-                    "TERRAFORM_LAMBDALABS_SSH_KEY_NAME=team-shared")
+        p.defconfig("lambdalabs-gpu-1x-a10", "TERRAFORM_LAMBDALABS_SSH_KEY_SHARED=y",
+                    "TERRAFORM_LAMBDALABS_SSH_KEY_NAME_CUSTOM=team-shared", "TERRAFORM_SSH_CONFIG_GENKEY=n",
+                    "TERRAFORM_LAMBDALABS_SSH_KEY_AUTO_CREATE=y",
+                    f"TERRAFORM_SSH_CONFIG_PUBKEY_FILE={home}/.ssh/shared.pub")
     a.make("bringup")
     b.make("bringup")
     assert len(emu.state()["instances"]) == 2                          # b did not adopt a's
@@ -155,6 +156,7 @@ def test_shared_key_same_prefix_never_crosses(cloud, make_project):
     b.make("destroy")
     assert emu.state()["instances"] == []
     assert [k["name"] for k in emu.state()["ssh_keys"]] == ["team-shared"]   # a shared key is never deleted
+    assert billable(emu) == {"ssh_keys": 1}
 
 
 # -- 7: damaged local files never block destroy ---------------------------------------------

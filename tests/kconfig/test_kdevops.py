@@ -176,26 +176,50 @@ def test_every_kdevops_lambda_region_member_pins_its_region(tree, member):
 
 def test_grep_key_name_prints_it_in_unique_mode(tmp_path, monkeypatch):
     """Seed 000: `grep TERRAFORM_LAMBDALABS_SSH_KEY_NAME .config`; a directory kdv under a generic
-    one gives kdevops-kdv-<8 hex> (the reference's verified example)."""
+    one gives kdevops-kdv-<hash>, the hash being the directory's identity (.kcloud/id), not its
+    path: the same path on another computer gets another name (issue 6)."""
     from kconfig_helpers import copy_tree
     kdv = copy_tree(tmp_path / "tmp" / "kdv")
     monkeypatch.chdir(kdv)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     kbuild.defconfig("lambdalabs-h100-or-less")
     line = next(l for l in (kdv / ".config").read_text().splitlines() if "TERRAFORM_LAMBDALABS_SSH_KEY_NAME" in l)
-    h = hashlib.sha256(str(kdv.resolve()).encode()).hexdigest()[:8]
+    h = (kdv / ".kcloud" / "id").read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{12}", h)
     assert line == f'CONFIG_TERRAFORM_LAMBDALABS_SSH_KEY_NAME="kdevops-kdv-{h}"'
     assert kconfig_config.load_settings(kdv / ".config").ssh_key_name == f"kdevops-kdv-{h}"
+    kbuild.defconfig("lambdalabs-h100-or-less")                      # stable across runs
+    assert (kdv / ".kcloud" / "id").read_text().strip() == h
+    (kdv / ".kcloud" / "id").unlink()                                 # "another computer"
+    kbuild.defconfig("lambdalabs-h100-or-less")
+    assert (kdv / ".kcloud" / "id").read_text().strip() != h
 
 
 def test_key_name_rules():
-    assert identity.kdevops_project_key_name(Path("/home/me/lambda/kdevops")).startswith("kdevops-lambda-kdevops-")
-    assert re.fullmatch(r"kdevops-kdv-[0-9a-f]{8}", identity.kdevops_project_key_name(Path("/tmp/kdv")))
-    assert re.fullmatch(r"kdevops-b-c-d-e-[0-9a-f]{8}", identity.kdevops_project_key_name(Path("/a/b.c_d/e")))
-    long = identity.kdevops_project_key_name(Path("/x/" + "a" * 30 + "/" + "b" * 30))
-    assert long == "kdevops-" + "a" * 20 + "-" + hashlib.sha256(("/x/" + "a" * 30 + "/" + "b" * 30).encode()
-                                                                 ).hexdigest()[:8]
-    assert identity.kdevops_datacrunch_key_name(Path("/nowhere/x")) == \
-        "kdevops-datacrunch-" + hashlib.md5(b"/nowhere/x").hexdigest()[:8]
+    ident = "0123456789ab"
+    assert identity.kdevops_project_key_name(Path("/home/me/lambda/kdevops"), ident) == \
+        "kdevops-lambda-kdevops-0123456789ab"
+    assert identity.kdevops_project_key_name(Path("/tmp/kdv"), ident) == "kdevops-kdv-0123456789ab"
+    assert identity.kdevops_project_key_name(Path("/a/b.c_d/e"), ident) == "kdevops-b-c-d-e-0123456789ab"
+    long = identity.kdevops_project_key_name(Path("/x/" + "a" * 30 + "/" + "b" * 30), ident)
+    assert long == "kdevops-" + "a" * 20 + "-" + ident
+    assert identity.kdevops_datacrunch_key_name(Path("/nowhere/x"), ident) == "kdevops-datacrunch-" + ident
+
+
+def test_identity_is_recovered_from_the_key_comment(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    project = tmp_path / "proj"
+    project.mkdir()
+    ident = identity.directory_id(project)
+    sha = identity.topdir_sha256(project)[:8]
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    (tmp_path / "home" / ".ssh" / f"kdevops_terraform_{sha}.pub").write_text(
+        f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA kdevops-proj-{ident}\n")
+    (project / ".kcloud" / "id").unlink()
+    assert identity.directory_id(project, create=False) == ident
+    (project / ".kcloud").rmdir()
+    (project / ".kcloud").symlink_to(tmp_path)                        # a planted link is never read
+    assert identity.directory_id(project, create=False) == ident     # (the key comment still is)
 
 
 def test_keep_1_keeps_volumes(tree, monkeypatch):

@@ -48,13 +48,12 @@ def owner_of(project: Project, provider, settings=None, events: list[dict] | Non
     """What this directory can prove: its id (tags), its journal, and its unique key (name,
     plus the ids the account gives that name: DataCrunch reports keys by id only)."""
     events = Journal(project.journal_path).events() if events is None else events
-    unique = settings.ssh_genkey if settings is not None else True
+    unique = settings.ssh_key_unique if settings is not None else True
     refs = set()
     if unique:
         refs |= {e["key_id"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("key_id")}
         names = {e["name"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("name")}
-        if project.known_key_name():
-            names.add(project.known_key_name())
+        names |= project.known_key_names()
         refs |= names
         if key_ids:
             try:
@@ -124,9 +123,10 @@ def cmd_bringup(args) -> int:
             raise errors.CapacityError(f"{provider.name}: {tiers.no_capacity_advice(plan)}", provider=provider.name)
 
         name, private, public = sshkeys.local_key(project, settings)
-        key = sshkeys.ensure_uploaded(provider, name, public.read_text().strip())
+        key = sshkeys.ensure_uploaded(provider, name, public.read_text(errors="replace"),
+                                      create=settings.ssh_key_auto_create)
         journal.record({"event": "ssh-key", "provider": provider.name, "name": key.name, "key_id": key.id,
-                        "unique": settings.ssh_genkey})
+                        "unique": settings.ssh_key_unique})
 
         from kcloud.tfprovider import runner
         tf = runner.Terraform(project.terraform_dir(settings.provider),
@@ -222,7 +222,7 @@ def _after_failure(provider, project: Project, settings, key) -> str:
     if left:
         return (f"{len(left)} instance{'s' if len(left) > 1 else ''} may still be running "
                 f"({', '.join(i.id for i in left)}): run make destroy")
-    if settings.ssh_genkey:
+    if settings.ssh_key_unique and settings.ssh_key_auto_create:
         try:
             sshkeys.remove(provider, key.name)
         except errors.KcloudError:
@@ -381,8 +381,8 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
     if standing:
         return standing          # keep the key: it is one of the proofs for the next destroy
     unique_keys = {e["name"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("name")}
-    if (settings is None or settings.ssh_genkey) and project.known_key_name():
-        unique_keys.add(project.known_key_name())
+    if settings is None or (settings.ssh_key_unique and settings.ssh_key_auto_create):
+        unique_keys |= project.known_key_names()
     for key_name in sorted(unique_keys):
         if sshkeys.remove(provider, key_name):
             _say(f"{provider.title}: removed SSH key {key_name}")
@@ -481,16 +481,18 @@ def cmd_ssh_key(args) -> int:
     settings = _settings(project)
     provider_name = args.provider or settings.provider
     name, _private, public = sshkeys.local_key(project, settings)
+    if settings.ssh_key_unique and provider_name != settings.provider:
+        name = project.unique_key_name(providers.data(provider_name)["name"])
     if args.action == "ensure":
         _say(f"SSH key {name}: {public}")
         return 0
     provider = providers.get(provider_name)
     with project.lock(f"ssh-key {args.action}"):
         if args.action == "setup":
-            key = sshkeys.ensure_uploaded(provider, name, public.read_text().strip())
+            key = sshkeys.ensure_uploaded(provider, name, public.read_text(errors="replace"))
             _say(f"{provider.title}: SSH key {key.name} ({key.id}) is in the account")
         else:
-            if not settings.ssh_genkey:
+            if not settings.ssh_key_unique:
                 raise errors.ConfigError("shared-key mode: kcloud does not delete the shared key",
                                          hint=f"delete it with scripts/{provider_name}_ssh_keys.py delete {name}")
             _say(f"{provider.title}: removed {sshkeys.remove(provider, name)} key(s) named {name}")

@@ -12,20 +12,12 @@ import fcntl
 import hashlib
 import os
 import re
-import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from kcloud.errors import ConfigError
 
-_ID = re.compile(r"^[0-9a-f]{12}$")
-
-
-def _read_nofollow(path: Path) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        return f.read(4096).decode("ascii", "replace")
 
 
 @dataclass(frozen=True)
@@ -45,43 +37,24 @@ class Project:
         return self.state_dir / "id"
 
     def identity(self, create: bool = False) -> str | None:
-        """This directory's random id (12 hex digits): `.kcloud/id`, else recovered from the
-        comment of our SSH public key (`kdevops-<project>-<id>`), else a new one when `create`."""
-        try:
-            text = _read_nofollow(self.id_path).strip()
-            if _ID.match(text):
-                return text
-        except OSError:
-            pass
-        try:
-            comment = _read_nofollow(self.private_key.with_name(self.private_key.name + ".pub")).split()
-            found = _ID.match(comment[2].rsplit("-", 1)[-1]) if len(comment) >= 3 else None
-            if found:
-                return found.group(0)
-        except OSError:
-            pass
-        if not create:
-            return None
-        from kcloud.fsutil import atomic_write
-        new = secrets.token_hex(6)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.id_path, new + "\n", mode=0o644)
-        return new
+        """This directory's random id (kcloud.kconfig.identity.directory_id): `.kcloud/id`, else
+        recovered from our public key's comment, else a new one when `create`."""
+        from kcloud.kconfig.identity import directory_id
+        return directory_id(self.root, create=create)
 
-    @property
-    def key_name(self) -> str:
-        """Seed 000: kdevops-<project>-<hash>, within the APIs' 64-character name limit; the
-        hash is the directory's identity, unique per checkout and computer."""
-        project = re.sub(r"[^A-Za-z0-9_-]+", "-", self.root.name).strip("-")[:40] or "project"
-        return f"kdevops-{project}-{self.identity(create=True)}"
+    def unique_key_name(self, provider: str, create: bool = True) -> str | None:
+        """Our unique key's name on `provider` (None without an identity and not `create`)."""
+        from kcloud.kconfig.identity import unique_key_name
+        ident = self.identity(create=create)
+        return unique_key_name(provider, self.root, ident) if ident else None
 
-    def known_key_name(self) -> str | None:
-        """Our unique key's name if this directory has an identity (never creates one)."""
-        ident = self.identity()
-        if not ident:
-            return None
-        project = re.sub(r"[^A-Za-z0-9_-]+", "-", self.root.name).strip("-")[:40] or "project"
-        return f"kdevops-{project}-{ident}"
+    def known_key_name(self, provider: str = "lambdalabs") -> str | None:
+        return self.unique_key_name(provider, create=False)
+
+    def known_key_names(self) -> set[str]:
+        """Our unique key's name on every provider, if this directory has an identity."""
+        from kcloud import providers
+        return {n for p in providers.names() if (n := self.unique_key_name(p, create=False))}
 
     @property
     def launching_lock(self) -> Path:
@@ -91,7 +64,9 @@ class Project:
 
     @property
     def private_key(self) -> Path:
-        return Path(os.path.expanduser(f"~/.ssh/kdevops_terraform_{self.hash}"))
+        """kdevops' default key pair: ~/.ssh/kdevops_terraform_<sha256("<dir>\\n")[:8]>."""
+        from kcloud.kconfig.identity import topdir_sha256
+        return Path(os.path.expanduser(f"~/.ssh/kdevops_terraform_{topdir_sha256(self.root)[:8]}"))
 
     @property
     def state_dir(self) -> Path:

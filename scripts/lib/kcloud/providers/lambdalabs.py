@@ -1,7 +1,7 @@
 """Lambda Cloud API v1 (shared/reference/api-contracts.md section 1).
 
 Envelope `{"data": ...}`; errors `{"error": {"code", "message", "suggestion"}}`; capacity
-is `regions_with_capacity_available` in /instance-types (there is no regions endpoint);
+is `regions_with_capacity_available` in /instance-types; region names come from /regions;
 a capacity failure is HTTP 400 with a code, and the edge's 429 is not JSON.
 """
 from __future__ import annotations
@@ -93,13 +93,15 @@ class Client(ProviderBase):
         return types, capacity, regions
 
     def catalog(self) -> Catalog:
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(3) as pool:
             types_f = pool.submit(self._instance_types)
             images_f = pool.submit(self.images)
+            regions_f = pool.submit(self._regions)
             (types, capacity, live_regions), images = types_f.result(), images_f.result()
-        # No regions endpoint: known regions, plus any the live answers mention.
-        regions = dict(snapshot(self.name).regions)
-        regions.update(live_regions)
+            listed = regions_f.result()
+        # GET /regions (API v1.10+); older deployments: known regions plus what answers mention.
+        regions = dict(listed or snapshot(self.name).regions)
+        regions.update({k: v for k, v in live_regions.items() if k not in regions})
         for image in images:
             for r in image.regions:
                 regions.setdefault(r, r)
@@ -107,6 +109,14 @@ class Client(ProviderBase):
 
     def capacity(self) -> dict[str, tuple[str, ...]]:
         return self._instance_types()[1]
+
+    def _regions(self) -> dict[str, str]:
+        try:
+            answer = self._get("/regions")
+        except errors.NotFound:
+            return {}
+        return {r["name"]: r.get("description") or r["name"] for r in answer
+                if isinstance(r, dict) and isinstance(r.get("name"), str)} if isinstance(answer, list) else {}
 
     def images(self) -> list[Image]:
         merged: dict[str, Image] = {}
