@@ -261,3 +261,26 @@ def test_ctrl_c_during_ansible_says_what_runs(cloud, make_project):
         assert "running and billed" in err and "make destroy" in err, err
     p.make("destroy")
     assert audit(emu) == CLEAN
+
+
+# -- 1: a hostile API answer never reaches ssh_config, the inventory or a shell --------------
+def test_hostile_ip_is_refused_before_any_file_is_written(cloud, make_project, tmp_path):
+    pwned = tmp_path / "pwned"
+    hostile = f"127.0.0.9\nHost *\n  ProxyCommand sh -c 'touch {pwned}'"
+    emu = cloud({"extends": "default", "lambdalabs": {"faults": [
+        {"method": "POST", "path": "/instance-operations/launch", "answer_ip": hostile}]}})
+    p = make_project(emu)
+    p.make("defconfig-lambdalabs-gpu-1x-a10")
+    user_config = os.path.join(p.env["HOME"], ".ssh", "config")
+    proc = p.make("bringup", check=False)
+    no_traceback(proc.stdout, proc.stderr)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "invalid ip" in errors[0] and "make destroy" in errors[0], proc.stderr
+    assert "ProxyCommand" not in open(p.root / ".kcloud" / "ssh_config").read() \
+        if (p.root / ".kcloud" / "ssh_config").exists() else True
+    assert not (p.root / "hosts").exists() and not os.path.exists(user_config)
+    p.run("ssh", "-G", "unrelated-host")                              # the user's ssh still works
+    assert not pwned.exists()
+    p.make("destroy")
+    assert audit(emu) == CLEAN and not pwned.exists()

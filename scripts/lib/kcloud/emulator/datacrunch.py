@@ -358,7 +358,7 @@ class DataCrunchApi(ProviderApi):
             "hostname": inst.name,
             "description": d["description"],
             "created_at": iso_time(inst.created_at),
-            "ip": inst.ip if status != "discontinued" else None,  # null until first running
+            "ip": (inst.answer_ip or inst.ip) if inst.ip and status != "discontinued" else None,  # null until first running
             "location": inst.region,
             "image": d["image"],
             "os_name": d["os_name"],

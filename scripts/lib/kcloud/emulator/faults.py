@@ -70,6 +70,7 @@ class Fault:
     set_capacity: list = field(default_factory=list)  # rules applied after answering
     instance: str | None = None  # tag the instance this launch creates
     after_s: float = 0.0  # for instance: unhealthy, seconds after becoming active
+    answer_ip: str | None = None  # the instance this launch creates is reported with this `ip` (a hostile API)
     seen: int = 0
     fired: int = 0
 
@@ -116,6 +117,8 @@ def parse_fault(spec: Any) -> Fault:
     counts = (fault.nth, fault.times, fault.delay_ms, fault.late_ms)
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in counts) or fault.nth < 1 or min(counts) < 0:
         raise FaultError(f"fault needs integers nth >= 1, times >= 0, delay_ms >= 0, late_ms >= 0: {spec!r}")
+    if fault.answer_ip is not None and not isinstance(fault.answer_ip, str):
+        raise FaultError(f"fault answer_ip must be a string: {spec!r}")
     if not isinstance(fault.after_s, (int, float)) or isinstance(fault.after_s, bool) or fault.after_s < 0:
         raise FaultError(f"fault after_s must be a number >= 0: {spec!r}")
     rules = fault.set_capacity if isinstance(fault.set_capacity, list) else [fault.set_capacity]

@@ -177,7 +177,7 @@ class LambdaApi(ProviderApi):
         if inst.name is not None:
             out["name"] = inst.name
         if inst.ip and status != "terminated":  # `ip` is absent until the first boot completes
-            out["ip"] = inst.ip
+            out["ip"] = inst.answer_ip or inst.ip
             out["private_ip"] = "10.0." + ".".join(inst.ip.split(".")[2:])
         return out
 

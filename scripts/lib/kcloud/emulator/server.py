@@ -209,6 +209,9 @@ class ApiServer:
         tag = next((f for f in faults if f.instance), None)
         if tag:
             req.instance_fault = {"fault": tag.instance, "fault_after": tag.after_s}
+        lie = next((f for f in faults if f.answer_ip is not None), None)
+        if lie:
+            req.instance_fault = {**req.instance_fault, "answer_ip": lie.answer_ip}
         responder = next((f for f in faults if f.responds), None)
         resp = self._fault_response(responder) if responder else self._call(req)
         for rule in (r for f in faults for r in f.set_capacity):

@@ -52,6 +52,7 @@ class Instance:
     due: float | None = None  # monotonic time at which the phase ends by itself
     boot_at: float = 0.0  # monotonic time at which the first boot completes
     ip: str | None = None  # assigned when it first becomes active
+    answer_ip: str | None = None  # an `answer_ip` fault: what the API says instead of `ip`
     ssh: dict = field(default_factory=dict)
 
 
