@@ -172,3 +172,15 @@ def test_preflight_without_config(cloud, make_project, tools):
     found = lines(proc.stdout)
     assert found[".config"].startswith("\u2717 .config: no .config") and "make defconfig-" in found[".config"]
     assert found["provider"].startswith("\u2013 ")
+
+
+def test_preflight_names_a_missing_key_when_generation_is_off(cloud, make_project, tools):
+    emu = cloud()
+    p = make_project(emu)
+    p.defconfig("lambdalabs-h100-or-less", "TERRAFORM_SSH_CONFIG_GENKEY=n")
+    proc = p.make("preflight", env=tools, check=False)
+    assert proc.returncode != 0
+    line = lines(proc.stdout)["SSH key"]
+    assert line.startswith("\u2717 SSH key: ~/.ssh/kdevops_terraform_") and "key generation is off" in line
+    assert "fix: create it, or set CONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y" in line
+    assert audit(emu) == {"instances": [], "ssh_keys": []}

@@ -184,60 +184,71 @@ def check_api(provider) -> tuple[Check, list | None]:
 
 
 def _local_key(project, settings) -> tuple[str | None, Path, Path]:
-    """(key name or None, private, public) as sshkeys.local_key names them, creating nothing."""
-    if not settings.ssh_genkey:
-        pub = Path(settings.pubkey_file).expanduser()
-        return settings.ssh_key_name or pub.stem, pub.with_suffix(""), pub
-    private = project.private_key
-    name = project.known_key_name()          # never creates the directory's identity
-    return name, private, private.with_name(private.name + ".pub")
+    """(key name in the account, private, public) as sshkeys.local_key names them, creating
+    nothing: no key pair, no directory identity (the name is None until there is one)."""
+    public = Path(settings.pubkey_file).expanduser()
+    private = Path(settings.private_key_file).expanduser()
+    name = project.known_key_name(settings.provider) if settings.ssh_key_unique else settings.ssh_key_name
+    return name, private, public
 
 
 def check_local_key(project, settings) -> Check:
+    """What sshkeys.local_key would find: the pair, or that it may (or may not) generate one."""
     name, private, public = _local_key(project, settings)
-    if not settings.ssh_genkey:
-        if not public.is_file():
-            return Check("SSH key", False, f"shared key mode: {_home(public)} not found",
-                         "set TERRAFORM_SSH_CONFIG_PUBKEY_FILE (make menuconfig) or use unique keys")
-        return Check("SSH key", True, f"shared key {name} ({_home(public)})")
-    if not private.is_file() or not public.is_file():     # bringup creates it (ssh-keygen is checked above)
-        return Check("SSH key", True, f"{_home(private)} not created yet: make (or bringup) creates it")
-    return Check("SSH key", True, f"{name} ({_home(private)})")
+    if private.is_file() and public.is_file():
+        return Check("SSH key", True, f"{_home(private)}" + (f" ({name})" if name else ""))
+    if private.exists() != public.exists():
+        return Check("SSH key", False, f"key pair incomplete: {_home(private if private.exists() else public)} "
+                                       "exists without its other half", "remove it or restore the pair")
+    if not settings.ssh_key_generate:
+        return Check("SSH key", False, f"{_home(public)} not found and key generation is off",
+                     "create it, or set CONFIG_TERRAFORM_SSH_CONFIG_GENKEY=y (make menuconfig)")
+    return Check("SSH key", True, f"{_home(private)} not created yet: make (or bringup) creates it")
 
 
 def check_account_key(provider, project, settings, keys: list) -> Check:
+    """What sshkeys.ensure_uploaded would do with the listed keys: use ours, upload it, or stop."""
     from kcloud.bringup.sshkeys import _same_key
     check_name = f"SSH key in the {provider.name} account"
     name, _private, public = _local_key(project, settings)
     if not name or not public.is_file():
         return Check(check_name, True, "bringup uploads the key it creates")
     mine = [k for k in keys if k.name == name]
-    text = public.read_text(errors="replace").strip()
-    same = [k for k in mine if _same_key(k.public_key, text)]
+    same = [k for k in mine if _same_key(k.public_key, public.read_text(errors="replace"))]
     if same:
         return Check(check_name, True, f"{name} ({same[0].id})")
     if mine:
         return Check(check_name, False, f"a key named {name} holds a different public key",
                      f"delete it (scripts/{provider.name}_ssh_keys.py delete {name}) or use another key name")
+    if not settings.ssh_key_auto_create:
+        return Check(check_name, False, f"no key named {name}, and uploading it is off",
+                     f"upload it (make {provider.name}-ssh-setup) or set "
+                     f"CONFIG_TERRAFORM_{provider.name.upper()}_SSH_KEY_AUTO_CREATE=y")
     return Check(check_name, True, f"{name} not there yet (bringup uploads it)")
 
 
 def check_capacity(provider, project, settings) -> Check:
+    """bringup's decision now: adopt our machine, refuse one .config no longer describes, launch
+    the first candidate of a live plan, or nothing (kcloud.bringup.commands' own helpers)."""
     from kcloud import tiers
+    from kcloud.bringup.commands import _not_what_config_asks, owner_of
     from kcloud.providers.base import ACTIVE, PENDING
     name = "capacity now"
     try:
-        plan = tiers.plan(settings.provider, settings.selection, provider.catalog())
+        owner = owner_of(project, provider, settings)
+        running = [i for i in provider.instances() if i.state in (PENDING, ACTIVE) and owner.owns(i)]
+        catalog = provider.catalog()
+        plan = tiers.plan(settings.provider, settings.selection, catalog)
+        stale = _not_what_config_asks(settings, catalog, running)
     except errors.KcloudError as exc:
         return _failed(name, exc, provider.name)
-    try:
-        from kcloud.bringup.commands import owned_instances
-        running = [i for i in owned_instances(provider, project, settings)
-                   if i.state in (PENDING, ACTIVE) and i.name == settings.host_name]
-    except errors.KcloudError:
-        running = []
-    if running:
-        i = running[0]
+    if stale:
+        what = "; ".join(f"{i.name} = {i.instance_type} in {i.region}" for _p, i in stale)
+        return Check(name, False, f"already running for this directory and not what .config asks: {what}",
+                     "make destroy first, or make bringup REPLACE=1 to replace it")
+    adopted = [i for i in running if i.name == settings.host_name]
+    if adopted:
+        i = adopted[0]
         return Check(name, True, f"{i.name} already runs ({i.instance_type} in {i.region}, {i.id}): "
                                  "bringup adopts it, nothing new is launched")
     if not plan.candidates:

@@ -52,13 +52,9 @@ def cmd_prepare(args) -> int:
     settings = _settings(project)
     print(f"Preparing {project.root} for {settings.provider} (host {settings.host_name}):")
 
-    private = project.private_key if settings.ssh_genkey else Path(settings.pubkey_file).expanduser()
-    existed = private.is_file()
-    name, private, public = sshkeys.local_key(project, settings)
-    if not settings.ssh_genkey:
-        print(f"{CHECK} SSH key: shared key {name} ({_home(public)})")
-    else:
-        print(f"{CHECK} SSH key: {'found' if existed else 'created'} {_home(private)} ({name})")
+    existed = Path(settings.private_key_file).expanduser().is_file()
+    name, private, public = sshkeys.local_key(project, settings)      # generates it if missing
+    print(f"{CHECK} SSH key: {'found' if existed else 'created'} {_home(private)} ({name})")
 
     from kcloud.tfprovider import runner
     tf = runner.Terraform(project.terraform_dir(settings.provider))
