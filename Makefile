@@ -104,9 +104,9 @@ defconfig-%: export KCLOUD_DEFCONFIG = $*
 defconfig-%: deps ## Load defconfigs/<name> into .config
 	@$(KCLOUD) defconfig -- "$$KCLOUD_DEFCONFIG"
 
-bringup: deps ## Provision per .config (with failover) and prepare the hosts
+bringup: deps ## Provision per .config (with failover) and prepare the hosts; REPLACE=1 swaps a running machine
 	@case "$$AV" in ""|[0-4]) ;; *) echo "error: AV must be 0..4 (Ansible verbosity)" >&2; exit 2;; esac
-	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity "$$AV")
+	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity "$$AV") $(if $(REPLACE),--replace)
 
 destroy: deps ## Tear down everything this directory launched (idempotent)
 	@$(KCLOUD) $(VERBOSE) destroy

@@ -335,6 +335,8 @@ def build_parser(command: str | None = None, full: bool = False) -> argparse.Arg
 def _configure_logging(debug: bool) -> None:
     import logging
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
+    if not debug:   # urllib3's "Retrying (...)" lines: the one error line says what happened
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 def leave(code: int):
@@ -380,4 +382,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
     except OSError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:     # a bug: one line for the user, the traceback for the report
+        import tempfile
+        import traceback
+        fd, path = tempfile.mkstemp(prefix="kcloud-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(redact(traceback.format_exc()))
+        print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))[:200]} "
+              f"(a bug in kcloud; details in {path})", file=sys.stderr)
         return 1
