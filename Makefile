@@ -15,7 +15,7 @@ KCLOUD_SOURCES := $(wildcard scripts/lib/kcloud/*.py scripts/lib/kcloud/*/*.py s
 # KDEVOPS_HOSTS_PREFIX, KNLP, SSH_CONFIG_PORT, SSH_CONFIG_USER; every command: V, TERRAFORM) and
 # recipes refer to them only as "$$VAR" (one shell word, never re-parsed). They are also frozen
 # to their literal text here, so even AV='$(shell ...)' is not evaluated by make itself.
-USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE
+USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE WAIT
 $(foreach v,$(USER_VARS),$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $$(value $(v)))$(eval export $(v))))
 # pip repeats a warning per package for find-links folders that do not exist on this machine.
@@ -104,9 +104,9 @@ defconfig-%: export KCLOUD_DEFCONFIG = $*
 defconfig-%: deps ## Load defconfigs/<name> into .config
 	@$(KCLOUD) defconfig -- "$$KCLOUD_DEFCONFIG"
 
-bringup: deps ## Provision per .config (with failover) and prepare the hosts; REPLACE=1 swaps a running machine
+bringup: deps ## Provision per .config (with failover); WAIT=30m waits for capacity, REPLACE=1 swaps a running machine
 	@case "$$AV" in ""|[0-4]) ;; *) echo "error: AV must be 0..4 (Ansible verbosity)" >&2; exit 2;; esac
-	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity "$$AV") $(if $(REPLACE),--replace)
+	@$(KCLOUD) $(VERBOSE) bringup $(if $(AV),--ansible-verbosity "$$AV") $(if $(REPLACE),--replace) $(if $(WAIT),--wait "$$WAIT")
 
 destroy: deps ## Tear down everything this directory launched (idempotent)
 	@$(KCLOUD) $(VERBOSE) destroy

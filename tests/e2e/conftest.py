@@ -2,6 +2,7 @@
 scratch HOME, driven with the real `make` targets against an in-process emulator."""
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -57,15 +58,45 @@ def cloud(tmp_path_factory):
         emu.stop()
 
 
+def _processes_under(root: Path) -> list[tuple[int, str]]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == str(root) or cwd.startswith(f"{root}/"):
+            found.append((int(pid), cmd.strip()))
+    return found
+
+
 @pytest.fixture
 def make_project(tmp_path_factory):
+    roots = []
+
     def _make(emulator, home=None):
         base = tmp_path_factory.mktemp("proj")
         root = scratch_project(base)
+        roots.append(root)
         h = home or base / "home"
         h.mkdir(exist_ok=True)
         env = {**os.environ, **CREDS, "HOME": str(h), "LAMBDALABS_API_URL": emulator.lambdalabs_url,
                "DATACRUNCH_API_URL": emulator.datacrunch_url, "KCLOUD_HTTP_BACKOFF": "0.2"}
         env.pop("TF_CLI_CONFIG_FILE", None)
         return Project(root, env, emulator)
-    return _make
+    yield _make
+    # No test may leave a process behind (terraform, the provider plugin, a bringup).
+    deadline = time.monotonic() + 30
+    left = []
+    for root in roots:
+        while (left := _processes_under(root)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid, _cmd in left:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        assert not left, f"processes left behind in {root}: {left}"

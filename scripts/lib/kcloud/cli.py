@@ -46,6 +46,7 @@ COMMANDS = {
     "ssh-key": ("kcloud.bringup.commands", "the project's SSH key: ensure (local), setup (upload), clean"),
     "doctor": ("kcloud.bringup.doctor", "every check bringup makes, changing nothing (make preflight)"),
     "prepare": ("kcloud.bringup.prepare", "what `make` does: the directory's SSH key and what bringup installs"),
+    "watchdog": ("kcloud.launch.watchdog", "the dead-man's switch of KCLOUD_MAX_LIFETIME / KCLOUD_MAX_SPEND"),
     "demo": ("kcloud.demo", "the main job end to end on the bundled emulator"),
     "bench": ("kcloud.bench", "benchmarks that print figures"),
 }
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: {exc.line()}", file=sys.stderr)
         if exc.details():
             print(redact(exc.details()), file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

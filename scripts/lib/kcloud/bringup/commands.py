@@ -6,6 +6,7 @@ with what the API lists, so nothing this directory launched is left running.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from kcloud.launch import inflight
 from kcloud.launch.failover import terminate_verified
 from kcloud.launch.journal import Journal
 from kcloud.launch.ownership import Owner
+from kcloud.launch.wait import WaitTimedOut, parse_duration
 from kcloud.bringup.project import Project
 from kcloud.providers.base import ACTIVE, PENDING, TERMINATED, TERMINATING
 
@@ -97,6 +99,8 @@ def cmd_bringup(args) -> int:
     settings = _settings(project)
     with project.lock("bringup"), inflight.launching(project.launching_lock):
         provider = preflight(settings, project)
+        from kcloud.launch import registry
+        registry.record(project.identity(create=True), project.root)    # cost --all, cloud-list-all
         journal = Journal(project.journal_path)
         events = journal.events()
         owner = owner_of(project, provider, settings, events)
@@ -119,7 +123,9 @@ def cmd_bringup(args) -> int:
                 raise errors.TransientError(f"{prov.name}: {inst.id} could not be terminated",
                                             hint="it may still be running: run make destroy")
         adopted = [i for i in running if i not in [x for _p, x in stale] and i.name == settings.host_name]
-        if not plan.candidates and not adopted:  # nothing launched, no key uploaded
+        plan = _within_budget(settings, plan)
+        wait_s = settings.wait_timeout if getattr(args, "wait", None) is None else args.wait
+        if not plan.candidates and not adopted and not wait_s:   # nothing launched, no key uploaded
             raise errors.CapacityError(f"{provider.name}: {tiers.no_capacity_advice(plan)}", provider=provider.name)
 
         name, private, public = sshkeys.local_key(project, settings)
@@ -129,28 +135,55 @@ def cmd_bringup(args) -> int:
                         "unique": settings.ssh_key_unique})
 
         from kcloud.tfprovider import runner
-        tf = runner.Terraform(project.terraform_dir(settings.provider),
+        tf = runner.Terraform(project.terraform_dir(settings.provider), binary=_terraform_binary(settings),
                               env={inflight.OWNER_ENV: str(os.getpid()),
                                    inflight.LOCK_ENV: str(project.launching_lock)})
-        vars_file = runner.render_tfvars(tf.root, name=settings.host_name, candidates=plan.candidates or [
-                                             tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour)
-                                             for i in adopted],
-                                         ssh_key_id=key.id, ssh_key_name=key.name, image=settings.image,
-                                         boot_timeout=settings.boot_timeout, journal_path=project.journal_path,
-                                         progress_file=project.progress_path, cloud=settings.provider,
-                                         owner=project.identity(create=True))
-        _say("")
-        _say(f"Provisioning {settings.host_name} on {provider.title} with terraform ...")
+
+        def attempt(candidates) -> bool:
+            """terraform apply over these candidates; False when every one lost its race and
+            we are waiting (the walk confirmed nothing of ours is left running)."""
+            vars_file = runner.render_tfvars(tf.root, name=settings.host_name, candidates=candidates,
+                                             ssh_key_id=key.id, ssh_key_name=key.name, image=settings.image,
+                                             boot_timeout=settings.boot_timeout, journal_path=project.journal_path,
+                                             progress_file=project.progress_path, cloud=settings.provider,
+                                             owner=project.identity(create=True))
+            _say("")
+            _say(f"Provisioning {settings.host_name} on {provider.title} with terraform ...")
+            try:
+                with _tail(project.progress_path):
+                    tf.init()
+                    tf.apply(vars_file, on_line=_terraform_line)
+            except runner.TerraformError as exc:
+                if wait_s and _lost_every_race(exc):
+                    return False
+                raise
+            return True
+
+        if settings.max_lifetime or settings.max_spend is not None:
+            from kcloud.launch import watchdog
+            watchdog.write_limits(project.state_dir, max_lifetime=settings.max_lifetime,
+                                  max_spend=settings.max_spend, host=settings.host_name,
+                                  notify_command=settings.notify_command)
+            pid = watchdog.ensure_running(project.root, project.state_dir)
+            _say(f"Watchdog (pid {pid}) guards the limits: " + ", ".join(filter(None, [
+                f"lifetime {settings.max_lifetime:.0f} s" if settings.max_lifetime else "",
+                f"spend ${settings.max_spend:.2f}" if settings.max_spend is not None else ""])))
         try:
-            with _tail(project.progress_path):
-                tf.init()
-                tf.apply(vars_file, on_line=_terraform_line)
+            launched = False
+            if plan.candidates or adopted:
+                launched = attempt(plan.candidates or [
+                    tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour) for i in adopted])
+            if not launched:
+                _wait(provider, settings, plan, catalog, attempt, wait_s)
         except BaseException as exc:
             left = _after_failure(provider, project, settings, key)
             if isinstance(exc, KeyboardInterrupt):
                 raise errors.KcloudError("interrupted: " + left) from None
             if isinstance(exc, errors.KcloudError):
-                exc.hint = left          # the API was just asked: this is what is left
+                if isinstance(exc, WaitTimedOut):
+                    _notify(settings, "gave-up", message=exc.line())
+                else:
+                    exc.hint = left          # the API was just asked: this is what is left
             raise
         out = tf.output()
 
@@ -175,10 +208,94 @@ def cmd_bringup(args) -> int:
         _say("")
         _say(f"Ready: {settings.host_name} = {out['instance_type']} in {out['region']} "
              f"at ${float(out['price_per_hour']):.2f}/h")
+        _notify(settings, "ready", instance_type=out["instance_type"], region=out["region"],
+                price=float(out["price_per_hour"]), message=f"{settings.host_name} is ready")
         _say(f"  ssh {settings.host_name}" if settings.ssh_config_update else
              f"  ssh -F {project.ssh_config} {settings.host_name}")
         _say("  make destroy   # when you are done: stops the billing")
     return 0
+
+
+def _within_budget(settings, plan):
+    """KCLOUD_MAX_SPEND with KCLOUD_MAX_LIFETIME: drop candidates whose price x lifetime exceeds
+    the cap (a trace line each); refuse when that leaves none of those that had capacity."""
+    if settings.max_spend is None or not settings.max_lifetime:
+        return plan
+    from dataclasses import replace
+    hours = settings.max_lifetime / 3600
+    kept = [c for c in plan.candidates if c.price * hours <= settings.max_spend]
+    for c in plan.candidates:
+        if c not in kept:
+            _say(f"  {c.instance_type} {c.region}: ${c.price:.2f}/h x {hours:g} h = ${c.price * hours:.2f} "
+                 f"> spend cap ${settings.max_spend:.2f}: skipped")
+    if plan.candidates and not kept:
+        cheapest = min(plan.candidates, key=lambda c: c.price)
+        raise errors.ConfigError(
+            f"over budget: the cheapest candidate with capacity, {cheapest.instance_type} at ${cheapest.price:.2f}/h, "
+            f"costs ${cheapest.price * hours:.2f} over the maximum lifetime; the spend cap is ${settings.max_spend:.2f}",
+            hint="raise CONFIG_KCLOUD_MAX_SPEND, shorten CONFIG_KCLOUD_MAX_LIFETIME or choose a cheaper tier")
+    return replace(plan, candidates=kept)
+
+
+def _terraform_binary(settings) -> str | None:
+    """TERRAFORM_BINARY_PATH / OpenTofu from .config; None = kcloud's own lookup."""
+    wanted = settings.terraform_binary
+    if not wanted:
+        return None
+    found = shutil.which(os.path.expanduser(wanted))
+    if not found:
+        raise errors.ConfigError(f"CONFIG_TERRAFORM_BINARY_PATH=\"{wanted}\" not found",
+                                 hint="install it, or set the path to terraform/tofu (empty: kcloud's own)")
+    return found
+
+
+def _lost_every_race(exc) -> bool:
+    """A walk that failed only on capacity-like outcomes, with every launched machine confirmed
+    terminated: safe to wait on."""
+    text = str(exc) + "\n" + "\n".join(getattr(exc, "summaries", [])) + "\n" + exc.details()
+    return "no candidate could be launched" in text and "may still be running" not in text
+
+
+def _wait(provider, settings, plan, catalog, attempt, wait_s: float) -> None:
+    """Nothing launched yet: poll capacity (one request per poll) and launch when it appears."""
+    from dataclasses import replace
+
+    from kcloud.launch.wait import Schedule, format_duration, wait_for_capacity
+    policy = providers.data(settings.provider).get("wait", {})
+    _say("")
+    _say(f"Nothing of {_asked(settings, plan)} can be had on {provider.title} now; waiting up to "
+         f"{format_duration(wait_s)} for capacity (Ctrl-C leaves nothing running) ...")
+
+    def check():
+        fresh = replace(catalog, capacity=provider.capacity())
+        return tiers.plan(settings.provider, settings.selection, fresh).candidates
+
+    outcome = wait_for_capacity(check, attempt, timeout=wait_s, say=_say,
+                                schedule=Schedule(float(policy.get("poll_floor_s", 2.0)),
+                                                  float(policy.get("poll_ceiling_s", 6.0))))
+    _say(f"  capacity after {format_duration(outcome.elapsed)} ({outcome.polls} polls)")
+
+
+def _notify(settings, event: str, *, instance_type: str = "", region: str = "", price: float = 0.0,
+            message: str = "") -> None:
+    """CONFIG_KCLOUD_NOTIFY_COMMAND, as a list of words (never a shell), outcome in the env."""
+    if not settings.notify_command:
+        return
+    import shlex
+    try:
+        argv = shlex.split(settings.notify_command)
+    except ValueError as exc:
+        _say(f"notify command not run: {exc}")
+        return
+    env = {**os.environ, "KCLOUD_EVENT": event, "KCLOUD_HOST": settings.host_name,
+           "KCLOUD_PROVIDER": settings.provider, "KCLOUD_INSTANCE_TYPE": instance_type,
+           "KCLOUD_REGION": region, "KCLOUD_PRICE_PER_HOUR": f"{price:.2f}", "KCLOUD_MESSAGE": message}
+    try:
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        if proc.returncode:
+            _say(f"notify command exited {proc.returncode}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _say(f"notify command failed: {exc}")
 
 
 def _asked(settings, plan) -> str:
@@ -333,11 +450,13 @@ def cmd_destroy(args) -> int:
         if standing:
             raise errors.KcloudError(f"{len(standing)} thing(s) of this directory may still be running or billed: "
                                      + ", ".join(standing), hint="run make destroy again")
+        from kcloud.launch import watchdog
+        watchdog.stop(project.state_dir)
         try:
             hostfiles.remove(project)
         except Exception as exc:       # a damaged ~/.ssh/config must not undo a finished destroy
             _say(f"could not remove this directory's Include line from ~/.ssh/config ({exc}); remove it by hand")
-        Journal(project.journal_path).clear()
+        _archive_journal(project)
         project.progress_path.unlink(missing_ok=True)
     _say("Destroyed: the API confirms nothing of this directory is left running.")
     return 0
@@ -387,6 +506,16 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
         if sshkeys.remove(provider, key_name):
             _say(f"{provider.title}: removed SSH key {key_name}")
     return standing
+
+
+def _archive_journal(project: Project) -> None:
+    """The journal's work is done; its launches and prices move to .kcloud/history.jsonl (what
+    `make cost` reads), so the next bringup starts with a clean journal."""
+    from kcloud.fsutil import append_line
+    journal = Journal(project.journal_path)
+    for event in journal.events():
+        append_line(project.state_dir / "history.jsonl", json.dumps(event, sort_keys=True), on_link="refuse")
+    journal.clear()
 
 
 def _wait_gone(provider, ids: list[str], timeout: float = 120) -> None:
@@ -459,6 +588,11 @@ def cmd_status(args) -> int:
         _say(f"{name:11} {i.name[:20]:20} {i.instance_type:22} {i.region:16} {i.status:12} "
              f"{_duration(up):>8} {i.price_per_hour:7.2f} {cost:8.2f}")
     _say(f"Total: ${sum(r[1].price_per_hour for r in rows):.2f}/h, ${sum(r[3] for r in rows):.2f} so far")
+    from kcloud.launch import watchdog
+    started = min((time.time() - r[2] for r in rows), default=None)
+    line = watchdog.status_line(project.state_dir, spent=sum(r[3] for r in rows), started=started)
+    if line:
+        _say(line)
     return 0
 
 
@@ -499,14 +633,28 @@ def cmd_ssh_key(args) -> int:
     return 0
 
 
+def _wait_arg(text: str) -> float:
+    import argparse
+    try:
+        return parse_duration(text, "WAIT")
+    except errors.ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.line()) from None
+
+
+argparse_SUPPRESS = "==SUPPRESS=="
+
+
 def register(sub) -> None:
     b = sub.add_parser("bringup", help="provision per .config and prepare the hosts")
     b.add_argument("--ansible-verbosity", type=int, default=None)
+    b.add_argument("--wait", type=_wait_arg, default=None, metavar="DURATION",
+                   help="wait this long for capacity (30s, 90m, 6h; 0 = do not wait); default from .config")
     b.add_argument("--replace", action="store_true",
                    help="terminate this directory's running machine if .config now asks for another")
     b.set_defaults(func=cmd_bringup)
     d = sub.add_parser("destroy", help="tear down everything this directory launched")
     d.add_argument("--check-clean", action="store_true", help="only check that nothing is running")
+    d.add_argument("--by-watchdog", action="store_true", help=argparse_SUPPRESS)
     d.set_defaults(func=cmd_destroy)
     sub.add_parser("status", help="this directory's instances and their cost").set_defaults(func=cmd_status)
     k = sub.add_parser("ssh-key", help="the project's SSH key: ensure (local), setup (upload), clean")

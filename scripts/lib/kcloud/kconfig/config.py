@@ -58,6 +58,10 @@ class Settings:
     credentials_file: str       # <P>_API_KEY_FILE (DataCrunch): the credentials file; "" = the provider's default
     boot_timeout: int           # TERRAFORM_BOOT_TIMEOUT (seconds)
     ssh_timeout: int            # TERRAFORM_SSH_TIMEOUT (seconds)
+    wait_timeout: float = 0.0   # KCLOUD_WAIT_FOR_CAPACITY + KCLOUD_WAIT_TIMEOUT (seconds); 0 = do not wait
+    notify_command: str = ""    # KCLOUD_NOTIFY_COMMAND: run (no shell) when ready or when the wait gives up
+    max_lifetime: float = 0.0   # KCLOUD_MAX_LIFETIME (seconds); 0 = none. Enforced by the watchdog
+    max_spend: float | None = None  # KCLOUD_MAX_SPEND (USD) for this directory's machines; None = none
 
     @property
     def ssh_genkey(self) -> bool:
@@ -217,7 +221,34 @@ def load_settings(path: str | os.PathLike = ".config") -> Settings:
         credentials_file=values.get(f"{P}_API_KEY_FILE", ""),
         boot_timeout=_int(values, "TERRAFORM_BOOT_TIMEOUT", 600, 1, 86400),
         ssh_timeout=_int(values, "TERRAFORM_SSH_TIMEOUT", 300, 1, 86400),
+        wait_timeout=_wait_timeout(values),
+        notify_command=values.get("KCLOUD_NOTIFY_COMMAND", ""),
+        max_lifetime=_duration(values, "KCLOUD_MAX_LIFETIME"),
+        max_spend=_spend(values.get("KCLOUD_MAX_SPEND", "")),
     )
+
+
+def _wait_timeout(values: dict[str, str]) -> float:
+    if not _bool(values, "KCLOUD_WAIT_FOR_CAPACITY", False):
+        return 0.0
+    from kcloud.launch.wait import parse_duration
+    return parse_duration(values.get("KCLOUD_WAIT_TIMEOUT", "2h") or "2h", "CONFIG_KCLOUD_WAIT_TIMEOUT")
+
+
+def _duration(values: dict[str, str], symbol: str) -> float:
+    if not values.get(symbol):
+        return 0.0
+    from kcloud.launch.wait import parse_duration
+    return parse_duration(values[symbol], f"CONFIG_{symbol}")
+
+
+def _spend(text: str) -> float | None:
+    text = (text or "").strip().lstrip("$")
+    if not text:
+        return None
+    if not _PRICE.match(text) or float(text) <= 0:
+        raise ConfigError(f'CONFIG_KCLOUD_MAX_SPEND="{text}" is not an amount in USD', hint='use e.g. "25" or ""')
+    return float(text)
 
 
 def extra_vars(raw_values: dict[str, str]) -> dict[str, object]:

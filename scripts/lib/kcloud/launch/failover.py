@@ -55,7 +55,8 @@ class AllCandidatesFailed(errors.KcloudError):
             hint = (f"{left} instance{'s' if left > 1 else ''} may still be running "
                     f"({', '.join(result.unterminated)}): run make destroy")
         else:
-            hint = "the API confirmed every launched machine terminated; try a wider tier group or wait and retry"
+            hint = ("nothing is left running (the API confirmed every launched machine terminated); "
+                    "try a wider tier group, or wait for capacity (make bringup WAIT=2h)")
         super().__init__(f"{provider}: no candidate could be launched ({len(result.attempts)} tried)",
                          hint=hint, provider=provider)
         self.result = result
@@ -95,16 +96,22 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
             _finish_off(provider, inst.id, attempt, result, note, say, sleep, min(terminate_window, 20))
             raise
 
+    available: dict | None = None       # a fresher capacity view after a capacity error
     for cand in candidates:
         started = time.monotonic()
         attempt = Attempt(cand.instance_type, cand.region, "launched")
         result.attempts.append(attempt)
+        if available is not None and cand.region not in available.get(cand.instance_type, ()):
+            attempt.outcome, attempt.reason = "no capacity", "gone when capacity was read again"
+            continue                    # a launch spent on it would only wait out the rate limit
         try:
             instance_id = _launch(provider, cand, name, ssh_key, image, user_data, owner, note, say, sleep,
                                   resolve_window)
         except tuple(OUTCOMES) as exc:
             attempt.outcome, attempt.reason = OUTCOMES[type(exc)], _short(exc)
             say(f"{cand.instance_type} {cand.region}: {attempt.outcome}, trying the next candidate")
+            if isinstance(exc, errors.CapacityError):
+                available = _fresh_capacity(provider, available)
             continue
         except (errors.RateLimited, errors.TransientError) as exc:
             attempt.outcome, attempt.reason = "error", _short(exc)
@@ -117,6 +124,9 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
         try:
             result.instance = _wait_active(provider, instance_id, boot_timeout, poll_interval, say, sleep)
             attempt.seconds = round(time.monotonic() - started, 1)
+            note({"event": "active", "provider": provider.name, "id": instance_id,
+                  "instance_type": result.instance.instance_type, "region": result.instance.region,
+                  "price_per_hour": result.instance.price_per_hour or cand.price})
             return result
         except _BootFailed as exc:
             attempt.outcome, attempt.reason = exc.outcome, str(exc)
@@ -128,6 +138,18 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
             raise
         attempt.seconds = round(time.monotonic() - started, 1)
     raise AllCandidatesFailed(result, provider.name)
+
+
+def _fresh_capacity(provider, previous: dict | None) -> dict | None:
+    """Capacity read again (one cheap request instead of a rate-limited launch per candidate
+    that is already gone); the previous view when the read fails."""
+    read = getattr(provider, "capacity", None)
+    if read is None:
+        return previous
+    try:
+        return read()
+    except errors.ApiError:
+        return previous
 
 
 def _window(env: str, given: float | None, default: float) -> float:
@@ -175,7 +197,9 @@ def _launch(provider, cand: Candidate, name: str, ssh_key: SshKey, image: str, u
             instance_id = found.id
             say(f"{cand.instance_type} {cand.region}: found it ({instance_id}): the launch was carried out")
             note({"event": "found", "provider": provider.name, "name": name, "run": run, "id": instance_id})
-        note({"event": "launched", "provider": provider.name, "name": name, "run": run, "id": instance_id})
+        note({"event": "launched", "provider": provider.name, "name": name, "run": run, "id": instance_id,
+              "instance_type": cand.instance_type, "region": cand.region,
+              **({"price_per_hour": cand.price} if cand.price else {})})
         return instance_id
     raise errors.RateLimited(f"{provider.name}: launch kept being rate limited", provider=provider.name)
 

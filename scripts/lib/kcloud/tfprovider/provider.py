@@ -95,8 +95,13 @@ def _known(value: Any) -> bool:
 
 
 def _log(line: str) -> None:
-    """stderr of a plugin ends up in terraform's log (TF_LOG=...), never on the user's screen."""
-    print(redact(line), file=sys.stderr, flush=True)
+    """stderr of a plugin ends up in terraform's log (TF_LOG=...), never on the user's screen.
+    Never raises: with terraform gone the pipe is broken, and a log line must not end the
+    owner watch (it once left an orphan plugin running)."""
+    try:
+        print(redact(line), file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _add_error(diags: Diagnostics, exc: BaseException, what: str) -> None:
@@ -496,13 +501,15 @@ def serve(argv: list[str] | None = None) -> None:
     from kcloud.launch import inflight
 
     def _owner_gone():
-        _log("the make bringup process is gone: stopping")
-        STOP.set()
-        deadline = time.monotonic() + DELETE_TIMEOUT
-        while CREATES.busy() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2)        # let terraform (if it is still there) receive the last answer
-        os._exit(3)
+        try:
+            STOP.set()
+            _log("the make bringup process is gone: stopping")
+            deadline = time.monotonic() + DELETE_TIMEOUT
+            while CREATES.busy() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2)        # let terraform (if it is still there) receive the last answer
+        finally:
+            os._exit(3)
 
     inflight.watch_owner(_owner_gone)
     tf.runner.run_provider(KcloudProvider(), argv or sys.argv)
