@@ -53,6 +53,8 @@ def load_kconfig(tree: str | os.PathLike | None = None, cls=None, project: str |
     tree = paths.srctree(tree)
     if not (tree / "Kconfig").is_file():
         raise ConfigError(f"no Kconfig in {tree}", hint="run kcloud from the project directory")
+    from kcloud.kconfig import wrappers
+    wrappers.ensure(tree)          # each provider's Kconfig, rendered from its data file if stale
     try:
         with _environment(paths.kconfig_env(tree, project)):
             kconf = cls("Kconfig", warn_to_stderr=False)
@@ -107,6 +109,11 @@ def _defconfig_path(tree: Path, name: str) -> Path:
     names = defconfig_names(tree)
     if name in names and "/" not in name:
         return Path(tree) / "defconfigs" / name
+    from kcloud import providers
+    if name in providers.names():   # defconfig-<provider> with no file of its own: its defaults
+        from kcloud.kconfig import wrappers
+        wrappers.ensure(tree, [name])
+        return Path(wrappers.defconfig_file(tree, name))
     similar = _similar(name, names)
     hint = (f"similar: {', '.join(similar)}" if similar else
             f"available: {', '.join(names)}" if names else "the defconfigs/ directory is empty")

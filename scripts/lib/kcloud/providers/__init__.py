@@ -35,12 +35,28 @@ def check_id(provider: str, value, what: str) -> str:
     return value
 
 
+# A provider name becomes a module name, a directory, symbols (TERRAFORM_<NAME>_...) and
+# environment variables: lower-case letters and digits only, so none of them can clash or escape.
+_NAME = re.compile(r"^[a-z][a-z0-9]{1,31}$")
+
+
+def check_name(name) -> str:
+    """`name` if it can be a provider name at all (its shape, not whether it exists)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{str(name)[:40]!r} is not a provider name",
+                          hint="provider names are 2-32 lower-case letters and digits, starting with a letter "
+                               f"(data/<name>.yaml with providers/<name>.py); known: {', '.join(names())}")
+    return name
+
+
 def names() -> list[str]:
-    return sorted(p.stem for p in DATA_DIR.glob("*.yaml"))
+    """Every provider: a data file named by a valid provider name (check_name)."""
+    return sorted(p.stem for p in DATA_DIR.glob("*.yaml") if _NAME.match(p.stem))
 
 
 @functools.cache
 def data(name: str) -> dict[str, Any]:
+    check_name(name)
     path = DATA_DIR / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown provider '{name}'", hint=f"known providers: {', '.join(names())}")
@@ -64,6 +80,7 @@ def snapshot(name: str) -> Catalog:
 
 def get(name: str, **kwargs):
     """A ready provider client (credentials are read on first use, not here)."""
+    data(name)                       # a valid, known name (one clear error otherwise)
     module = importlib.import_module(f"kcloud.providers.{name}")
     return module.Client(name, **kwargs)
 
