@@ -7,13 +7,18 @@ the Kconfig targets (LOCAL) never import the HTTP stack, Jinja2, PyYAML, terrafo
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 
 from kcloud import errors, providers
-from kcloud.redact import redact
+
+
+def redact(text: str) -> str:
+    """kcloud.redact.redact, imported when an error is printed (the Kconfig targets do without it)."""
+    from kcloud.redact import redact as _redact
+    return _redact(text)
+
 
 # script name -> the kcloud arguments it stands for
 ALIASES = {
@@ -52,6 +57,8 @@ COMMANDS = {
 }
 # Commands that never talk to an API: no logging set-up (importing logging alone costs ~4 ms).
 LOCAL = {"clean-cloud-config", "menuconfig", "olddefconfig", "savedefconfig", "defconfig"}
+# The Kconfig targets make runs: their plain forms skip argparse (kconfig.commands.quick_args).
+QUICK = {"olddefconfig", "savedefconfig", "defconfig"}
 EMULATOR_HELP = "serve both provider APIs on 127.0.0.1 (emulator --help)"
 
 
@@ -310,6 +317,7 @@ def build_parser(command: str | None = None, full: bool = False) -> argparse.Arg
     """The parser for running `command`: only its module is imported and registered. Without
     a known command (--help, a typo) every command is listed from COMMANDS, importing none;
     `full` registers every module (tests)."""
+    import argparse
     parser = argparse.ArgumentParser(prog="kcloud", description="GPU machines from clouds that are usually sold out")
     parser.add_argument("-v", "--debug", action="store_true", help="log every HTTP request (redacted)")
     sub = parser.add_subparsers(dest="top", required=True)
@@ -346,9 +354,9 @@ def leave(code: int):
     the output is flushed first, and only when no other non-daemon thread is still running
     (else the normal exit, which waits for them)."""
     import atexit
-    import threading
-    if hasattr(atexit, "_run_exitfuncs") and all(t.daemon or t is threading.main_thread()
-                                                 for t in threading.enumerate()):
+    threading = sys.modules.get("threading")       # never imported: no thread was started with it
+    if hasattr(atexit, "_run_exitfuncs") and (threading is None or all(
+            t.daemon or t is threading.main_thread() for t in threading.enumerate())):
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -365,7 +373,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     command = command_of(argv)
     if command == "emulator":
         return importlib.import_module("kcloud.emulator").main(argv[argv.index(command) + 1:])
-    args = build_parser(command).parse_args(argv)
+    args = None
+    if command in QUICK:        # what make runs: parsed without building the argparse parser
+        from kcloud.kconfig import commands as kconfig_commands
+        args = kconfig_commands.quick_args(argv)
+    if args is None:
+        args = build_parser(command).parse_args(argv)
     debug = args.debug or os.environ.get("V") == "1"
     if debug or args.top not in LOCAL:
         _configure_logging(debug)

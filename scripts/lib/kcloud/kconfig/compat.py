@@ -23,30 +23,49 @@ that still did not take effect, one warning each, naming the symbol:
 """
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
 from kcloud import providers
 from kcloud.errors import ConfigError
+from kcloud.kconfig.files import pathstr
 
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
 _INSTANCE_TYPE_MEMBER = re.compile(r"^TERRAFORM_[A-Z0-9]+_INSTANCE_TYPE_[A-Z0-9_]+$")
 
 
-@dataclass(frozen=True)
 class Assignment:
-    where: str          # "<file name>:<line>"
-    name: str           # symbol without CONFIG_
-    value: str          # y/n/m for bools, the unescaped text for strings, as written for numbers
-    raw: str            # what follows '=' ('n' for "is not set")
-    unset: bool = False
+    """One line of a defconfig or .config. (A plain class: importing dataclasses alone costs
+    ~8 ms of every Kconfig target.)"""
+
+    __slots__ = ("where", "name", "value", "raw", "unset")
+
+    def __init__(self, where: str, name: str, value: str, raw: str, unset: bool = False):
+        self.where = where      # "<file name>:<line>"
+        self.name = name        # symbol without CONFIG_
+        self.value = value      # y/n/m for bools, the unescaped text for strings, as written for numbers
+        self.raw = raw          # what follows '=' ('n' for "is not set")
+        self.unset = unset
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, k) for k in self.__slots__))
+
+    def __repr__(self):
+        return "Assignment(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
 
 
-def read_assignments(path: Path) -> list[Assignment]:
+def read_assignments(path: str | os.PathLike) -> list[Assignment]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    name = os.path.basename(pathstr(path))
     out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.rstrip()
         m = _SET.match(line)
         if m:
@@ -54,11 +73,11 @@ def read_assignments(path: Path) -> list[Assignment]:
             value = raw
             if len(raw) >= 2 and raw[0] == raw[-1] == '"':
                 value = re.sub(r'\\(.)', r"\1", raw[1:-1])
-            out.append(Assignment(f"{Path(path).name}:{n}", m.group(1), value, raw))
+            out.append(Assignment(f"{name}:{n}", m.group(1), value, raw))
             continue
         m = _UNSET.match(line)
         if m:
-            out.append(Assignment(f"{Path(path).name}:{n}", m.group(1), "n", "n", unset=True))
+            out.append(Assignment(f"{name}:{n}", m.group(1), "n", "n", unset=True))
     return out
 
 
@@ -135,7 +154,7 @@ def _rank(provider: str, suffix: str, order: int) -> tuple[int, int]:
     return (3, -order)
 
 
-def settle(kconf, files: list[Path]) -> list[str]:
+def settle(kconf, files: list[str | os.PathLike]) -> list[str]:
     """Apply kdevops' meaning to what kconfiglib loaded from `files` (in order) and return one
     warning per line that still did not take effect. Raises ConfigError for a line that
     names an instance type (or, for a user string, an image or location) Kconfig lacks."""

@@ -8,14 +8,19 @@ meanings; each Settings field names the symbol it comes from.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
-from kcloud import providers, tiers
+from kcloud import providers
 from kcloud.errors import ConfigError
-from kcloud.fsutil import atomic_write
+from kcloud.kconfig import files
+
+TYPE_CHECKING = False   # tiers, dataclasses and pathlib are imported where used (see _settings_class)
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kcloud import tiers
 
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# CONFIG_([A-Za-z0-9_]+) is not set$")
@@ -24,8 +29,7 @@ _PREFIX = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 SMART_CHEAPEST, SMART_INFER, MANUAL, AUTO = "smart-cheapest", "smart-infer", "manual", "auto"
 
 
-@dataclass(frozen=True)
-class Settings:
+class _Settings:     # the frozen dataclass `Settings`, made on first use (_settings_class)
     """Everything bringup, destroy and the SSH key targets must honour, from .config.
 
     <P> is TERRAFORM_<PROVIDER>; paths are kept as written ("~/..."), expand them when used.
@@ -72,6 +76,28 @@ class Settings:
         return self.ssh_user or providers.data(self.provider)["login_user"]
 
 
+_settings_lock = _thread.allocate_lock()
+
+
+def _settings_class() -> type:
+    """Settings, a frozen dataclass made from _Settings when first needed: importing
+    dataclasses costs ~8 ms, more than a Kconfig target's own work, and the Kconfig targets only
+    check .config (check_settings)."""
+    with _settings_lock:
+        cls = globals().get("Settings")
+        if cls is None:
+            from dataclasses import dataclass
+            _Settings.__name__ = _Settings.__qualname__ = "Settings"
+            cls = globals()["Settings"] = dataclass(frozen=True)(_Settings)
+    return cls
+
+
+def __getattr__(name: str):
+    if name == "Settings":
+        return _settings_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _unquote(raw: str) -> str:
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         return re.sub(r'\\(.)', r"\1", raw[1:-1])
@@ -81,7 +107,9 @@ def _unquote(raw: str) -> str:
 def read_config_raw(path: str | os.PathLike) -> dict[str, str]:
     """{SYMBOL: value as written} in file order; '# CONFIG_X is not set' as 'n'."""
     values: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for line in text.splitlines():
         line = line.rstrip()
         m = _SET.match(line)
         if m:
@@ -147,12 +175,24 @@ def _strip_pub(path: str) -> str:
 
 
 def load_settings(path: str | os.PathLike = ".config") -> Settings:
+    from kcloud import tiers
+    return _resolve(path, tiers.parse, _settings_class())
+
+
+def check_settings(path: str | os.PathLike = ".config") -> None:
+    """Every check load_settings makes, without building Settings (no tiers, no dataclasses):
+    how the Kconfig targets validate .config before it replaces the previous one."""
+    _resolve(path, None, dict)
+
+
+def _resolve(path: str | os.PathLike, parse, make):
+    """.config -> make(**fields); the selection is parse(provider, type, region, max_price)."""
     from kcloud.kconfig import identity
-    path = Path(path)
-    if not path.is_file():
+    path = files.pathstr(path)
+    if not os.path.isfile(path):
         raise ConfigError(f"{path} not found", hint="run make defconfig-<name> first (make help lists them)")
     values = read_config(path)
-    project = path.absolute().parent.resolve()
+    project = os.path.realpath(files.parent(files.absolute(path)))
     chosen = [p for p in providers.names() if values.get(f"TERRAFORM_{p.upper()}") == "y"]
     if not chosen:
         raise ConfigError(f"{path} names no cloud provider (no CONFIG_TERRAFORM_<PROVIDER>=y)",
@@ -167,7 +207,7 @@ def load_settings(path: str | os.PathLike = ".config") -> Settings:
     location = values.get(f"{P}_{symbol}", "")
     region = "" if location == auto else location
     max_price = parse_price(values.get("TERRAFORM_MAX_PRICE_PER_HOUR", ""))
-    selection = tiers.parse(provider, instance_type, region, max_price)
+    selection = parse(provider, instance_type, region, max_price) if parse else None
 
     prefix = values.get("KDEVOPS_HOSTS_PREFIX", "") or "kdevops"
     if not _PREFIX.match(prefix):
@@ -192,7 +232,7 @@ def load_settings(path: str | os.PathLike = ".config") -> Settings:
     genkey = _bool(values, "TERRAFORM_SSH_CONFIG_GENKEY", True)
     ssh_update = _bool(values, "KDEVOPS_SSH_CONFIG_UPDATE", True)
     ssh_prefix = values.get("KDEVOPS_SSH_CONFIG_PREFIX") or "~/.ssh/config_kdevops_"
-    return Settings(
+    return make(
         provider=provider,
         selection=selection,
         hosts_prefix=prefix,
@@ -269,9 +309,15 @@ def extra_vars(raw_values: dict[str, str]) -> dict[str, object]:
 
 
 def write_extra_vars(config: str | os.PathLike = ".config", output: str | os.PathLike | None = None) -> Path:
+    from pathlib import Path
+    return Path(_write_extra_vars(config, output))
+
+
+def _write_extra_vars(config: str | os.PathLike, output: str | os.PathLike | None = None) -> str:
+    """write_extra_vars, returning the path as a string (the Kconfig targets do without pathlib)."""
     from kcloud import datafile     # not PyYAML: its import alone costs more than the rest of defconfig
-    config = Path(config)
-    output = Path(output) if output else config.with_name("extra_vars.yaml")
+    config = files.pathstr(config)
+    output = files.pathstr(output if output else os.path.join(files.parent(config), "extra_vars.yaml"))
     text = "# Generated from .config by kcloud; do not edit (make olddefconfig rewrites it).\n"
     text += datafile.dump_flat(extra_vars(read_config_raw(config)))
-    return atomic_write(output, text)
+    return files.write_text(output, text)

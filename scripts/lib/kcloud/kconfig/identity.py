@@ -22,17 +22,31 @@ lives, normally where make runs.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from pathlib import Path
+
+from kcloud.kconfig.files import pathstr
+
+# Every Kconfig target hashes the directory: hashlib loads OpenSSL (~3 ms), CPython's own
+# SHA-256 module (the one hashlib falls back to) does not. The same digest either way.
+try:
+    from _sha256 import sha256 as _sha256          # CPython <= 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256 as _sha256        # CPython >= 3.12
+    except ImportError:
+        from hashlib import sha256 as _sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 GENERIC_DIRS = {"data", "home", "root", "usr", "var", "tmp"}
 
 
-def topdir_sha256(project: Path) -> str:
+def topdir_sha256(project: str | os.PathLike) -> str:
     """sha256 of the top directory followed by a newline, as `echo $TOPDIR | sha256sum`."""
-    return hashlib.sha256(f"{Path(project)}\n".encode()).hexdigest()
+    return _sha256(f"{pathstr(project)}\n".encode()).hexdigest()
 
 
 _ID = re.compile(r"^[0-9a-f]{12}$")
@@ -44,11 +58,11 @@ def _read_nofollow(path: Path) -> str:
         return f.read(4096).decode("ascii", "replace")
 
 
-def directory_id(project: Path, create: bool = True) -> str | None:
+def directory_id(project: str | os.PathLike, create: bool = True) -> str | None:
     """This directory's identity: `.kcloud/id`; else recovered from the comment of the default
     public key (`... kdevops-...-<id>`); else a new random one (written once) when `create`."""
-    project = Path(project)
-    id_file = project / ".kcloud" / "id"
+    project = pathstr(project)
+    id_file = os.path.join(project, ".kcloud", "id")
     try:
         text = _read_nofollow(id_file).strip()
         if _ID.match(text):
@@ -56,7 +70,7 @@ def directory_id(project: Path, create: bool = True) -> str | None:
     except OSError:
         pass
     try:
-        pub = Path(os.path.expanduser(f"~/.ssh/kdevops_terraform_{topdir_sha256(project)[:8]}.pub"))
+        pub = pathstr(os.path.expanduser(f"~/.ssh/kdevops_terraform_{topdir_sha256(project)[:8]}.pub"))
         words = _read_nofollow(pub).split()
         if len(words) >= 3 and _ID.match(words[2].rsplit("-", 1)[-1]):
             return words[2].rsplit("-", 1)[-1]
@@ -65,8 +79,8 @@ def directory_id(project: Path, create: bool = True) -> str | None:
     if not create:
         return None
     new = os.urandom(6).hex()
-    id_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = id_file.with_name(f".id.{os.getpid()}")
+    os.makedirs(os.path.dirname(id_file), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(id_file), f".id.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as f:
         f.write(new + "\n")
@@ -75,17 +89,26 @@ def directory_id(project: Path, create: bool = True) -> str | None:
     except FileExistsError:
         pass
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
     return directory_id(project, create=False) or new
 
 
-def kdevops_project_key_name(project: Path, ident: str | None = None) -> str:
+def _parts(path: str) -> list[str]:
+    """pathlib.PurePosixPath(path).parts"""
+    root = "//" if path.startswith("//") and not path.startswith("///") else "/" if path.startswith("/") else ""
+    return ([root] if root else []) + [p for p in path.split("/") if p and p != "."]
+
+
+def kdevops_project_key_name(project: str | os.PathLike, ident: str | None = None) -> str:
     """kdevops-<project>-<id>: <id> = the directory's identity (kdevops: the path's hash);
     <project> = the last two path components without generic names, '_' and '.' as '-', at
     most 20."""
-    project = Path(project)
+    project = pathstr(project)
     h = ident or directory_id(project)
-    parts = [p for p in project.parts[-2:] if p not in ("/", "") and p not in GENERIC_DIRS]
+    parts = [p for p in _parts(project)[-2:] if p not in ("/", "") and p not in GENERIC_DIRS]
     name = "-".join(parts).replace("_", "-").replace(".", "-")[:20]
     key = re.sub(r"[^A-Za-z0-9-]", "-", f"kdevops-{name}-{h}")
     while "--" in key:
@@ -93,33 +116,35 @@ def kdevops_project_key_name(project: Path, ident: str | None = None) -> str:
     return key if len(key) <= 50 else f"kdevops-{h}"
 
 
-def git_toplevel(project: Path) -> Path | None:
+def git_toplevel(project: str | os.PathLike) -> Path | None:
     """What `git rev-parse --show-toplevel` prints, found without running git."""
+    from pathlib import Path
     for d in (Path(project), *Path(project).parents):
         if (d / ".git").exists():
             return d
     return None
 
 
-def kdevops_datacrunch_key_name(project: Path, ident: str | None = None) -> str:
-    return f"kdevops-datacrunch-{ident or directory_id(Path(project))}"
+def kdevops_datacrunch_key_name(project: str | os.PathLike, ident: str | None = None) -> str:
+    return f"kdevops-datacrunch-{ident or directory_id(project)}"
 
 
 UNIQUE_KEY_NAMES = {"lambdalabs": kdevops_project_key_name, "datacrunch": kdevops_datacrunch_key_name}
 
 
-def unique_key_name(provider: str, project: Path, ident: str | None = None) -> str:
-    return UNIQUE_KEY_NAMES.get(provider, kdevops_project_key_name)(Path(project), ident)
+def unique_key_name(provider: str, project: str | os.PathLike, ident: str | None = None) -> str:
+    return UNIQUE_KEY_NAMES.get(provider, kdevops_project_key_name)(project, ident)
 
 
 def key_name_var(provider: str) -> str:
     return f"KCLOUD_{provider.upper()}_SSH_KEY_NAME"
 
 
-def environment(project: Path, provider_names) -> dict[str, str]:
+def environment(project: str | os.PathLike, provider_names) -> dict[str, str]:
     """The variables the Kconfig tree reads for this project directory."""
-    project = Path(project).resolve()
+    project = os.path.realpath(project)
     env = {"KCLOUD_TOPDIR_SHA8": topdir_sha256(project)[:8]}
+    ident = directory_id(project)
     for name in provider_names:
-        env[key_name_var(name)] = unique_key_name(name, project)
+        env[key_name_var(name)] = unique_key_name(name, project, ident)
     return env

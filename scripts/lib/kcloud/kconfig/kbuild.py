@@ -5,27 +5,27 @@ input besides the Kconfig files is the environment from paths.kconfig_env() (src
 which fragment set each provider uses). Every file written here is written atomically,
 and .config is validated (config.load_settings) before it replaces the previous one.
 
-`defconfig()` is the in-process entry point the benchmark times.
+`defconfig()` is the in-process entry point the benchmark times. These targets should cost
+little more than kconfiglib parsing the tree (issue 7): paths are strings (kconfig.files),
+and nothing here imports pathlib, tempfile, shutil, dataclasses, typing or the planner.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import re
-import shutil
-import tempfile
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
 
 from kcloud.errors import ConfigError
-from kcloud.kconfig import config as kconfig_config
-from kcloud.kconfig import paths
+from kcloud.kconfig import files, paths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable
 
 HEADER = "# kcloud configuration: make menuconfig, make defconfig-<name>; do not edit by hand\n"
-_env_lock = threading.Lock()
+_env_lock = _thread.allocate_lock()
 
 
 @contextmanager
@@ -50,8 +50,8 @@ def load_kconfig(tree: str | os.PathLike | None = None, cls=None, project: str |
     Raises ConfigError on a broken tree."""
     import kconfiglib
     cls = cls or kconfiglib.Kconfig
-    tree = paths.srctree(tree)
-    if not (tree / "Kconfig").is_file():
+    tree = paths.tree_dir(tree)
+    if not os.path.isfile(os.path.join(tree, "Kconfig")):
         raise ConfigError(f"no Kconfig in {tree}", hint="run kcloud from the project directory")
     from kcloud.kconfig import wrappers
     wrappers.ensure(tree)          # each provider's Kconfig, rendered from its data file if stale
@@ -70,18 +70,27 @@ def load_kconfig(tree: str | os.PathLike | None = None, cls=None, project: str |
     return kconf
 
 
-@dataclass
 class Result:
-    config: Path
-    extra_vars: Path | None
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    """What a target wrote: `config` (.config, or the defconfig savedefconfig wrote) and
+    `extra_vars` (extra_vars.yaml or None) as path strings, its warnings, its duration."""
+
+    def __init__(self, config: str, extra_vars: str | None, warnings: list[str] | None = None,
+                 seconds: float = 0.0):
+        self.config, self.extra_vars = config, extra_vars
+        self.warnings = [] if warnings is None else warnings
+        self.seconds = seconds
+
+    def __repr__(self):
+        return (f"Result(config={self.config!r}, extra_vars={self.extra_vars!r}, warnings={self.warnings!r}, "
+                f"seconds={self.seconds!r})")
 
 
 # -- helpers ------------------------------------------------------------------------------
-def defconfig_names(tree: Path) -> list[str]:
-    d = Path(tree) / "defconfigs"
-    return sorted(p.name for p in d.iterdir() if p.is_file() and not p.name.startswith(".")) if d.is_dir() else []
+def defconfig_names(tree: str | os.PathLike) -> list[str]:
+    d = os.path.join(tree, "defconfigs")
+    if not os.path.isdir(d):
+        return []
+    return sorted(n for n in os.listdir(d) if not n.startswith(".") and os.path.isfile(os.path.join(d, n)))
 
 
 def _similar(name: str, names: list[str]) -> list[str]:
@@ -93,27 +102,28 @@ def _similar(name: str, names: list[str]) -> list[str]:
     return close
 
 
-def _defconfig_paths(tree: Path, name: str) -> list[Path]:
+def _defconfig_paths(tree: str, name: str) -> list[str]:
     """defconfigs/<name>, or for kdevops' "<base>+<fragment>[+...]" the base followed by each
     fragment (configs/<fragment>.config, else defconfigs/<fragment>), merged in that order."""
     base, *fragments = name.split("+")
     out = [_defconfig_path(tree, base)]
     for frag in fragments:
-        found = [p for p in (Path(tree) / "configs" / f"{frag}.config", Path(tree) / "configs" / frag)
-                 if "/" not in frag and frag not in ("", ".", "..") and p.is_file()]
+        found = [p for p in (os.path.join(tree, "configs", f"{frag}.config"), os.path.join(tree, "configs", frag))
+                 if "/" not in frag and frag not in ("", ".", "..") and os.path.isfile(p)]
         out.append(found[0] if found else _defconfig_path(tree, frag))
     return out
 
 
-def _defconfig_path(tree: Path, name: str) -> Path:
-    names = defconfig_names(tree)
-    if name in names and "/" not in name:
-        return Path(tree) / "defconfigs" / name
+def _defconfig_path(tree: str, name: str) -> str:
+    path = os.path.join(tree, "defconfigs", name)
+    if "/" not in name and not name.startswith(".") and os.path.isfile(path):    # in defconfig_names()
+        return path
     from kcloud import providers
     if name in providers.names():   # defconfig-<provider> with no file of its own: its defaults
         from kcloud.kconfig import wrappers
         wrappers.ensure(tree, [name])
-        return Path(wrappers.defconfig_file(tree, name))
+        return wrappers.defconfig_file(tree, name)
+    names = defconfig_names(tree)
     similar = _similar(name, names)
     hint = (f"similar: {', '.join(similar)}" if similar else
             f"available: {', '.join(names)}" if names else "the defconfigs/ directory is empty")
@@ -137,6 +147,8 @@ def parse_sets(sets: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def _apply_sets(kconf, sets: list[tuple[str, str]]) -> None:
+    if not sets:
+        return
     import kconfiglib
     from kcloud.kconfig import compat
     aliases, strings = compat.aliases(), compat.user_strings(kconf)
@@ -170,54 +182,41 @@ def _apply_sets(kconf, sets: list[tuple[str, str]]) -> None:
                               f"{name} is {kind}" + (f" in {', '.join(ranges)}" if ranges else ""))
 
 
-def _write_atomic(target: Path, writer) -> None:
+def _write_atomic(target: str, writer) -> None:
     """writer(tmp_path) fills a temporary file next to target, which then replaces it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)
-        writer(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.replace_with(files.pathstr(target), writer)
 
 
-def _save(kconf, config: Path) -> Path:
+def _save(kconf, config: str) -> str:
     """Validate, then write .config atomically (previous one kept as .config.old) and
     extra_vars.yaml. Nothing is written when validation fails."""
-    config.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{config.name}.", suffix=".tmp", dir=config.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)
+    from kcloud.kconfig import config as kconfig_config
+
+    def write(tmp):
         kconf.write_config(tmp, header=HEADER, save_old=False)
-        kconfig_config.load_settings(tmp)          # raises ConfigError: nothing replaced
-        if config.exists():
-            _write_atomic(config.with_name(config.name + ".old"), lambda t: shutil.copyfile(config, t))
-        os.replace(tmp, config)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return kconfig_config.write_extra_vars(config)
+        kconfig_config.check_settings(tmp)         # raises ConfigError: nothing replaced
+        if os.path.exists(config):
+            _write_atomic(config + ".old", lambda t: files.copy_bytes(config, t))
+
+    files.replace_with(config, write)
+    return kconfig_config._write_extra_vars(config)
 
 
-def _load(kconf, files: list[Path]) -> list[str]:
-    """Load `files` in order (the first replaces everything, the rest merge), then settle them
+def _load(kconf, paths_: list[str]) -> list[str]:
+    """Load `paths_` in order (the first replaces everything, the rest merge), then settle them
     (kconfig.compat: kdevops' meaning, and one warning per line that did not take effect)."""
     from kcloud.kconfig import compat
-    for i, path in enumerate(files):
-        kconf.load_config(str(path), replace=(i == 0))
-    return compat.settle(kconf, files)
+    for i, path in enumerate(paths_):
+        kconf.load_config(os.fspath(path), replace=(i == 0))
+    return compat.settle(kconf, paths_)
 
 
 def _warnings(kconf, notes: list[str] = ()) -> list[str]:
     return [" ".join(w.split()) for w in kconf.warnings] + list(notes)
 
 
-def _config_path(config) -> Path:
-    return Path(config or os.environ.get("KCONFIG_CONFIG") or ".config").absolute()
+def _config_path(config) -> str:
+    return files.absolute(config or os.environ.get("KCONFIG_CONFIG") or ".config")
 
 
 # -- targets ------------------------------------------------------------------------------
@@ -227,19 +226,19 @@ def defconfig(name: str, sets: Iterable[str] = (), tree=None, config=None) -> Re
     On any error (unknown name, unknown or invalid --set, invalid value) .config is left
     untouched."""
     start = time.perf_counter()
-    tree = paths.srctree(tree)
+    tree = paths.tree_dir(tree)
     config = _config_path(config)
-    files = _defconfig_paths(tree, name)
+    defconfigs = _defconfig_paths(tree, name)
     overrides = parse_sets(sets)
-    kconf = load_kconfig(tree, project=config.parent)
-    notes = _load(kconf, files)
+    kconf = load_kconfig(tree, project=files.parent(config))
+    notes = _load(kconf, defconfigs)
     _apply_sets(kconf, overrides)
     extra = _save(kconf, config)
     return Result(config, extra, _warnings(kconf, notes), time.perf_counter() - start)
 
 
-def _load_existing(kconf, config: Path) -> list[str]:
-    if not config.is_file():
+def _load_existing(kconf, config: str) -> list[str]:
+    if not os.path.isfile(config):
         raise ConfigError(f"{config} not found", hint="run make defconfig-<name> first (make help lists them)")
     return _load(kconf, [config])
 
@@ -247,7 +246,7 @@ def _load_existing(kconf, config: Path) -> list[str]:
 def olddefconfig(tree=None, config=None) -> Result:
     start = time.perf_counter()
     config = _config_path(config)
-    kconf = load_kconfig(tree, project=config.parent)
+    kconf = load_kconfig(tree, project=files.parent(config))
     notes = _load_existing(kconf, config)
     extra = _save(kconf, config)
     return Result(config, extra, _warnings(kconf, notes), time.perf_counter() - start)
@@ -257,8 +256,8 @@ def savedefconfig(tree=None, config=None, output=None) -> Result:
     """Write the minimal configuration of .config to ./defconfig (atomically)."""
     start = time.perf_counter()
     config = _config_path(config)
-    output = Path(output or config.parent / "defconfig").absolute()
-    kconf = load_kconfig(tree, project=config.parent)
+    output = files.absolute(output or os.path.join(files.parent(config), "defconfig"))
+    kconf = load_kconfig(tree, project=files.parent(config))
     notes = _load_existing(kconf, config)
     _write_atomic(output, lambda tmp: kconf.write_min_config(tmp))
     return Result(output, None, _warnings(kconf, notes), time.perf_counter() - start)
@@ -271,15 +270,15 @@ def _atomic_kconfig_class():
 
     class AtomicKconfig(kconfiglib.Kconfig):
         def write_config(self, filename=None, header=None, save_old=True, verbose=None):
-            target = Path(filename or _config_path(None)).absolute()
-            if save_old and target.is_file():
-                _write_atomic(target.with_name(target.name + ".old"), lambda t: shutil.copyfile(target, t))
+            target = files.absolute(filename or _config_path(None))
+            if save_old and os.path.isfile(target):
+                _write_atomic(target + ".old", lambda t: files.copy_bytes(target, t))
             _write_atomic(target, lambda tmp: super(AtomicKconfig, self).write_config(
                 tmp, header=HEADER if header is None else header, save_old=False))
             return f"Configuration saved to '{target}'"
 
         def write_min_config(self, filename, header=None):
-            target = Path(filename).absolute()
+            target = files.absolute(filename)
             _write_atomic(target, lambda tmp: super(AtomicKconfig, self).write_min_config(tmp, header=header))
             return f"Minimal configuration saved to '{target}'"
 
@@ -290,14 +289,15 @@ def menuconfig(tree=None, config=None) -> Result:
     """kconfiglib's curses menuconfig on .config; extra_vars.yaml follows what was saved."""
     import menuconfig as kconfiglib_menuconfig
     config = _config_path(config)
-    kconf = load_kconfig(tree, cls=_atomic_kconfig_class(), project=config.parent)
-    with _environment({"KCONFIG_CONFIG": str(config)}):
+    from kcloud.kconfig import config as kconfig_config
+    kconf = load_kconfig(tree, cls=_atomic_kconfig_class(), project=files.parent(config))
+    with _environment({"KCONFIG_CONFIG": config}):
         kconfiglib_menuconfig.menuconfig(kconf)
     extra = None
-    if config.is_file():
+    if os.path.isfile(config):
         try:
             kconfig_config.load_settings(config)
         except ConfigError as exc:
             print(f"warning: {exc.line()}")
-        extra = kconfig_config.write_extra_vars(config)
+        extra = kconfig_config._write_extra_vars(config)
     return Result(config, extra, [])

@@ -8,7 +8,6 @@ import functools
 import importlib
 import os
 import re
-from pathlib import Path
 
 from kcloud import datafile
 from kcloud.errors import ConfigError, HostileAnswer, TransientError
@@ -21,7 +20,15 @@ if TYPE_CHECKING:  # imported where used: the Kconfig targets and --help need na
     from kcloud.credentials import CredentialSpec
     from kcloud.http import ApiClient
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# A string: pathlib costs ~3 ms of every Kconfig target, which need names() and data() only.
+_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data")
+
+
+def __getattr__(name: str):
+    if name == "DATA_DIR":          # the data directory as a pathlib.Path
+        from pathlib import Path
+        return Path(_DATA)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -51,14 +58,14 @@ def check_name(name) -> str:
 
 def names() -> list[str]:
     """Every provider: a data file named by a valid provider name (check_name)."""
-    return sorted(p.stem for p in DATA_DIR.glob("*.yaml") if _NAME.match(p.stem))
+    return sorted(n[:-len(".yaml")] for n in os.listdir(_DATA) if n.endswith(".yaml") and _NAME.match(n[:-5]))
 
 
 @functools.cache
 def data(name: str) -> dict[str, Any]:
     check_name(name)
-    path = DATA_DIR / f"{name}.yaml"
-    if not path.exists():
+    path = os.path.join(_DATA, f"{name}.yaml")
+    if not os.path.exists(path):
         raise ConfigError(f"unknown provider '{name}'", hint=f"known providers: {', '.join(names())}")
     return datafile.load(path)
 
