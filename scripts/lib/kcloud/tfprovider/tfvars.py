@@ -13,6 +13,8 @@ from kcloud.errors import ConfigError
 from kcloud.fsutil import atomic_write
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+# The first line says who wrote the file (`make` writes an offline one, bringup replaces it).
+BRINGUP_ORIGIN = "make bringup, from .config and the launch-time plan"
 
 
 def hcl(value) -> str:
@@ -49,7 +51,8 @@ def _env() -> jinja2.Environment:
 def render(*, cloud: str, name: str, candidates: Iterable, ssh_key_name: str, ssh_public_key: str = "",
            ssh_public_key_file: str | os.PathLike = "", ssh_key_id: str = "", image: str = "",
            user_data: str = "", boot_timeout: float = 600, poll_interval: float = 5,
-           journal_path: str | os.PathLike = "", progress_file: str | os.PathLike = "", owner: str = "") -> str:
+           journal_path: str | os.PathLike = "", progress_file: str | os.PathLike = "", owner: str = "",
+           origin: str = BRINGUP_ORIGIN) -> str:
     """`candidates`: kcloud.tiers.Candidate objects, dicts or (type, region) pairs, in order.
     The SSH key is either an existing key (`ssh_key_id`, shared mode) or a public key to
     register (`ssh_public_key` text or `ssh_public_key_file`)."""
@@ -81,7 +84,8 @@ def render(*, cloud: str, name: str, candidates: Iterable, ssh_key_name: str, ss
         cloud=cloud, name=name, candidates=rows, ssh_key_name=ssh_key_name,
         ssh_public_key=ssh_public_key.strip(), ssh_key_id=ssh_key_id, image=image or "",
         user_data=user_data or "", boot_timeout=boot_timeout, poll_interval=poll_interval,
-        journal_path=str(journal_path or ""), progress_file=str(progress_file or ""), owner=owner or "")
+        journal_path=str(journal_path or ""), progress_file=str(progress_file or ""), owner=owner or "",
+        origin=origin)
 
 
 def write(path: str | os.PathLike, **values) -> Path:

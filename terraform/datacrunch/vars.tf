@@ -1,1 +1,0 @@
-../modules/kcloud/variables.tf

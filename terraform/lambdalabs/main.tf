@@ -1,1 +1,0 @@
-../shared/main.tf

@@ -1,1 +1,0 @@
-../shared/output.tf
