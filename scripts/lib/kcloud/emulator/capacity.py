@@ -38,22 +38,33 @@ class Capacity:
         for rule in rules:
             self.apply(rule)
 
+    def cells(self, type_glob: str, region: str, what: str = "capacity rule") -> list[tuple[str, str]]:
+        """The (type, region) cells a type glob and a region (glob or literal) name, in catalog order."""
+        types = [t for t in self.sold if fnmatch.fnmatch(t.lower(), str(type_glob).lower())]
+        if not types:
+            raise ValueError(f"{what} matches no instance type: {type_glob!r}")
+        region = str(region)
+        if not _is_glob(region) and region not in self.regions:
+            raise ValueError(f"{what} names an unknown region: {region!r}")
+        out = []
+        for name in types:
+            targets = [r for r in self.sold[name] if fnmatch.fnmatchcase(r, region)] if _is_glob(region) else [region]
+            out.extend((name, r) for r in targets)
+        return out
+
     def apply(self, rule: dict) -> int:
         """Apply one rule; returns how many (type, region) cells it set."""
         rule = check_rule(rule)
-        types = [t for t in self.sold if fnmatch.fnmatch(t.lower(), rule["type"].lower())]
-        if not types:
-            raise ValueError(f"capacity rule matches no instance type: {rule}")
-        region = rule["region"]
-        if not _is_glob(region) and region not in self.regions:
-            raise ValueError(f"capacity rule names an unknown region: {rule}")
-        cells = 0
-        for name in types:
-            targets = [r for r in self.sold[name] if fnmatch.fnmatchcase(r, region)] if _is_glob(region) else [region]
-            for r in targets:
-                self.counts[name][r] = rule["count"]
-                cells += 1
-        return cells
+        try:
+            cells = self.cells(rule["type"], rule["region"])
+        except ValueError as exc:
+            raise ValueError(f"{exc}: {rule}") from None
+        for cell in cells:
+            self.set(cell, rule["count"])
+        return len(cells)
+
+    def set(self, cell: tuple[str, str], count: int) -> None:
+        self.counts[cell[0]][cell[1]] = count
 
     def count(self, type_name: str, region: str) -> int:
         return self.counts.get(type_name, {}).get(region, 0)

@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ssh-port", type=int, metavar="N", help="port of the instances' sshd (default: 22 as root, else 2222)"
     )
+    p.add_argument(
+        "--time-scale",
+        type=float,
+        metavar="X",
+        help="emulator (market) seconds per real second (overrides the scenario's clock.time_scale)",
+    )
     p.add_argument("--state-dir", metavar="DIR", help="where the per-run temp dir (sshd configs, keys) is made")
     p.add_argument(
         "--ssh",
@@ -48,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        scenario = load(args.scenario, overrides(args.latency_ms, args.boot_delay, args.ssh_port))
+        scenario = load(args.scenario, overrides(args.latency_ms, args.boot_delay, args.ssh_port, args.time_scale))
         emulator = Emulator(
             scenario,
             lambdalabs_port=args.lambdalabs_port,

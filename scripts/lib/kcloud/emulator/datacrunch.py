@@ -13,7 +13,7 @@ billed, unless deleted permanently.
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qs
 
 from .server import ApiError, ProviderApi, Request, Response, json_response, text_response
@@ -169,9 +169,28 @@ class DataCrunchApi(ProviderApi):
     # --- catalog ---------------------------------------------------------
 
     def _type_entry(self, name: str) -> dict:
+        """The catalog entry with today's prices."""
         if name not in self.catalog["types"]:
             raise ApiError("not-found", f"Instance type {name} not found.")
-        return self.catalog["types"][name]
+        return self.priced(name)
+
+    def set_price(self, type_name: str, data: dict) -> dict:
+        if type_name not in self.catalog["types"]:
+            raise ValueError(f"unknown instance type {type_name!r}")
+        fields = {"price_per_hour": "price", "spot_price_per_hour": "spot_price"}
+        if not data or set(data) - set(fields):
+            raise ValueError("DataCrunch takes price_per_hour and/or spot_price_per_hour (USD)")
+        out = {}
+        for key, value in data.items():
+            try:
+                price = Decimal(str(value))
+            except InvalidOperation:
+                raise ValueError(f"{key} must be a number: {value!r}") from None
+            if not price.is_finite() or price < 0:
+                raise ValueError(f"{key} must be >= 0: {value!r}")
+            out[fields[key]] = str(price) if -price.as_tuple().exponent >= 2 else f"{price:.2f}"  # as the API spells it
+        self.state.set_price(self.name, type_name, out)
+        return {key: float(Decimal(out[fields[key]])) for key in data}
 
     def _hardware(self, t: dict) -> dict:
         """The cpu/gpu/memory/gpu_memory/storage blocks shared by types and instances."""
@@ -261,7 +280,7 @@ class DataCrunchApi(ProviderApi):
     def availabilities(self, req: Request) -> Response:
         codes = self._availability_query(req)
         with self.state.lock:
-            capacity = self.state.capacity[self.name]
+            capacity = self.state.capacity_now(self.name)
             data = [
                 {"location_code": c, "availabilities": [t for t in self.catalog["types"] if capacity.count(t, c) > 0]}
                 for c in codes
@@ -272,7 +291,7 @@ class DataCrunchApi(ProviderApi):
         self._type_entry(type_name)
         codes = self._availability_query(req)
         with self.state.lock:
-            capacity = self.state.capacity[self.name]
+            capacity = self.state.capacity_now(self.name)
             return json_response(any(capacity.count(type_name, c) > 0 for c in codes))
 
     def _image(self, image: dict) -> dict:
@@ -294,7 +313,10 @@ class DataCrunchApi(ProviderApi):
         )
 
     def balance(self, req: Request) -> Response:
-        return json_response(dict(self.config["balance"]))
+        """The scenario's balance less what the ledger has billed so far (running instances included)."""
+        spent = sum(Decimal(str(e["amount"])) for e in self.state.ledger(self.name))
+        balance = self.config["balance"]
+        return json_response({**balance, "amount": float(Decimal(str(balance["amount"])) - spent)})
 
     # --- ssh keys --------------------------------------------------------
 
@@ -354,7 +376,7 @@ class DataCrunchApi(ProviderApi):
             "id": inst.id,
             "instance_type": inst.instance_type,
             "status": status,
-            "price_per_hour": float(t["spot_price"] if d["is_spot"] else t["price"]),
+            "price_per_hour": float(inst.price_per_hour),  # recorded at launch
             "hostname": inst.name,
             "description": d["description"],
             "created_at": iso_time(inst.created_at),
@@ -453,6 +475,7 @@ class DataCrunchApi(ProviderApi):
                     "pricing": body.get("pricing") or "FIXED_PRICE",
                     "tags": tags,
                 },
+                price_per_hour=Decimal(self.priced(type_name)["spot_price" if is_spot else "price"]),
                 **req.instance_fault,
             )
             if not self.state.launch(inst):

@@ -121,7 +121,11 @@ class Emulator:
                 traceback.print_exc()
 
     def _tick(self) -> None:
-        """Timed transitions; sshd runs exactly for the instances that are active."""
+        """Market events and timed transitions; sshd runs exactly for the instances that are active.
+
+        The market also catches up whenever capacity is read or taken, so no
+        answer lags behind a due market event (the tick alone would allow ~50 ms).
+        """
         ready = self._state.advance()
         for instance_id in self.sshd.running() - self._state.active_ids():
             self.sshd.stop(instance_id)
@@ -147,6 +151,13 @@ class Emulator:
                 rule = {"type": data["instance_type"], "region": data["region"], "count": data["count"]}
                 cells = self._state.set_capacity(data.get("provider", provider), rule)
                 return json_response({"updated": cells})
+            if (method, path) == ("POST", "/_emulator/price"):
+                data = json.loads(body)
+                if not isinstance(data, dict):
+                    raise ValueError("body must be a JSON object")
+                api = self.apis[data.pop("provider", provider)]
+                type_name = data.pop("instance_type")
+                return json_response({"instance_type": type_name, **api.set_price(type_name, data)})
             if (method, path) == ("POST", "/_emulator/faults"):
                 faults = self._state.add_faults(provider, json.loads(body))
                 return json_response({"added": [f.public() for f in faults]})
@@ -170,14 +181,16 @@ def start(
     ssh_port: int | None = None,
     state_dir: str | Path | None = None,
     ssh: str = "auto",
+    time_scale: float | None = None,
 ) -> Emulator:
     """Start an emulator in this process (for tests). `scenario` is a name, a file or a dict.
 
     `ssh`: "auto" (sshd if installed, else a warning), "required" (EmulatorError
-    without sshd), "off" (never start sshd).
+    without sshd), "off" (never start sshd). `time_scale`: emulator (market)
+    seconds per real second, overriding the scenario's `clock.time_scale`.
     """
     emulator = Emulator(
-        load(scenario, overrides(latency_ms, boot_delay, ssh_port)),
+        load(scenario, overrides(latency_ms, boot_delay, ssh_port, time_scale)),
         lambdalabs_port=lambdalabs_port,
         datacrunch_port=datacrunch_port,
         state_dir=state_dir,
@@ -186,9 +199,13 @@ def start(
     return emulator.start()
 
 
-def overrides(latency_ms: int | None, boot_delay: float | None, ssh_port: int | None) -> dict:
+def overrides(
+    latency_ms: int | None, boot_delay: float | None, ssh_port: int | None, time_scale: float | None = None
+) -> dict:
     """The command-line knobs, as a partial scenario merged over the chosen one."""
     out: dict = {}
+    if time_scale is not None:
+        out["clock"] = {"time_scale": time_scale}
     if latency_ms is not None:
         out["lambdalabs"] = {"latency_ms": latency_ms}
         out["datacrunch"] = {"latency_ms": latency_ms}

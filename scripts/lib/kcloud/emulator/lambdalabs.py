@@ -12,6 +12,7 @@ import binascii
 import re
 import time
 import uuid
+from decimal import Decimal, InvalidOperation
 
 from .server import ApiError, ProviderApi, Request, Response, json_response, text_response
 from .sshd import generate_keypair, is_public_key
@@ -147,15 +148,30 @@ class LambdaApi(ProviderApi):
     def _region(self, code: str) -> dict:
         return {"name": code, "description": self.catalog["regions"][code]["description"]}
 
-    def _type(self, name: str) -> dict:
-        t = self.catalog["types"][name]
+    def _type(self, name: str, cents: int | None = None) -> dict:
+        """The InstanceType; `cents`: the price an instance was launched at (else today's)."""
+        t = self.priced(name)
         return {
             "name": name,
             "description": t["description"],
             "gpu_description": t["gpu_description"],
-            "price_cents_per_hour": t["price_cents_per_hour"],
+            "price_cents_per_hour": t["price_cents_per_hour"] if cents is None else cents,
             "specs": dict(t["specs"]),
         }
+
+    def set_price(self, type_name: str, data: dict) -> dict:
+        if type_name not in self.catalog["types"]:
+            raise ValueError(f"unknown instance type {type_name!r}")
+        if set(data) - {"price_per_hour"} or "price_per_hour" not in data:
+            raise ValueError("Lambda takes only price_per_hour (USD, whole cents)")
+        try:
+            cents = Decimal(str(data["price_per_hour"])) * 100
+        except InvalidOperation:
+            raise ValueError(f"price_per_hour must be a number: {data['price_per_hour']!r}") from None
+        if not cents.is_finite() or cents < 0 or cents != cents.to_integral_value():
+            raise ValueError(f"price_per_hour must be >= 0 in whole cents: {data['price_per_hour']!r}")
+        self.state.set_price(self.name, type_name, {"price_cents_per_hour": int(cents)})
+        return {"price_per_hour": float(cents / 100)}
 
     def _instance(self, inst: Instance) -> dict:
         status = self.statuses[inst.phase]
@@ -166,7 +182,7 @@ class LambdaApi(ProviderApi):
             "ssh_key_names": [k["name"] for k in inst.ssh_keys],
             "file_system_names": list(inst.details["file_system_names"]),
             "region": self._region(inst.region),
-            "instance_type": self._type(inst.instance_type),
+            "instance_type": self._type(inst.instance_type, int(inst.price_per_hour * 100)),
             "hostname": inst.details["hostname"],
             "tags": [dict(t) for t in inst.details["tags"]],
             "firewall_rulesets": [],
@@ -198,7 +214,7 @@ class LambdaApi(ProviderApi):
 
     def instance_types(self, req: Request) -> Response:
         with self.state.lock:
-            capacity = self.state.capacity[self.name]
+            capacity = self.state.capacity_now(self.name)
             data = {
                 name: {
                     "instance_type": self._type(name),
@@ -271,6 +287,7 @@ class LambdaApi(ProviderApi):
                     "file_system_mounts": mounts,
                     "file_system_names": [self.state.file_systems[m["file_system_id"]]["name"] for m in mounts],
                 },
+                price_per_hour=Decimal(self.priced(type_name)["price_cents_per_hour"]) / 100,
                 **req.instance_fault,
             )
             if not self.state.launch(inst):

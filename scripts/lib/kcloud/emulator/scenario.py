@@ -2,8 +2,9 @@
 
 A scenario is YAML (see README.md), named by a bare name (a file in
 scenarios/) or a path. It may `extends:` another scenario; the
-merge is deep for mappings, appends the `capacity` and `faults` lists (so a
-derived scenario adds rules after its parent's), and replaces everything else.
+merge is deep for mappings, appends the `capacity`, `faults`, `market.schedule`
+and `market.random.windows` lists (so a derived scenario adds entries after its
+parent's), and replaces everything else.
 Unknown keys are errors, so a typo cannot silently leave a fault out of a test.
 """
 
@@ -18,23 +19,28 @@ import yaml
 
 from .capacity import Capacity
 from .faults import parse_faults
+from .market import Market, parse_market
 
 HERE = Path(__file__).resolve().parent
 SCENARIO_DIR = HERE / "scenarios"
 CATALOG_DIR = HERE / "catalog"
 PROVIDERS = ("lambdalabs", "datacrunch")
 APPENDED_LISTS = ("capacity", "faults")
+MERGE_APPENDED = (*APPENDED_LISTS, "schedule", "windows")  # `extends` appends these lists
+BILLING_STARTS = ("launch", "active")
 
 
 class ScenarioError(ValueError):
     """A scenario or catalog file is missing or malformed."""
 
 
-def _provider_defaults(catalog: str, credentials: dict, **extra: Any) -> dict:
+def _provider_defaults(catalog: str, credentials: dict, increment_s: int, **extra: Any) -> dict:
     return {
         "catalog": catalog,
         "types": {},  # free-form: per-type overrides merged onto catalog entries
         "capacity": [],
+        "market": {"schedule": [], "random": None},  # validated by market.parse_market
+        "billing": {"increment_s": increment_s, "minimum_s": 0, "start": "launch"},
         "latency_ms": 0,
         "rate_limits": {
             "enabled": False,
@@ -51,8 +57,10 @@ def _provider_defaults(catalog: str, credentials: dict, **extra: Any) -> dict:
 DEFAULTS: dict = {
     "description": "",
     "lifecycle": {"order_delay": 0.5, "boot_delay": 3.0, "terminate_delay": 1.0},
+    "clock": {"time_scale": 1.0},  # emulator (market) seconds per real second
     "ssh": {"port": None, "address_base": "random"},
-    "lambdalabs": _provider_defaults("lambdalabs", {"api_keys": ["emulator-key"]}),
+    # Lambda bills per minute (contract 1.5); DataCrunch's increment is not in the contract (README).
+    "lambdalabs": _provider_defaults("lambdalabs", {"api_keys": ["emulator-key"]}, 60),
     "datacrunch": _provider_defaults(
         "datacrunch",
         {
@@ -61,6 +69,7 @@ DEFAULTS: dict = {
             "token_expires_in": 3600,
             "refresh_expires_in": 86400,
         },
+        600,
         balance={"amount": 1000.0, "currency": "usd"},
     ),
 }
@@ -86,6 +95,17 @@ class Scenario:
     def ssh(self) -> dict:
         return self.data["ssh"]
 
+    @property
+    def time_scale(self) -> float:
+        return self.data["clock"]["time_scale"]
+
+    def market(self, provider: str) -> dict:
+        """The provider's `market` section, normalized (durations in seconds)."""
+        return parse_market(self.data[provider]["market"])
+
+    def billing(self, provider: str) -> dict:
+        return self.data[provider]["billing"]
+
 
 def merge(base: Any, over: Any, key: str = "") -> Any:
     """Deep-merge `over` onto `base` (neither is modified)."""
@@ -94,7 +114,7 @@ def merge(base: Any, over: Any, key: str = "") -> Any:
         for k, v in over.items():
             out[k] = merge(base[k], v, k) if k in base else copy.deepcopy(v)
         return out
-    if key in APPENDED_LISTS and isinstance(base, list) and isinstance(over, list):
+    if key in MERGE_APPENDED and isinstance(base, list) and isinstance(over, list):
         return copy.deepcopy(base) + copy.deepcopy(over)
     return copy.deepcopy(over)
 
@@ -164,6 +184,17 @@ def _load_catalog(ref: str, overrides: dict) -> dict:
     return catalog
 
 
+def _check_billing(billing: dict) -> None:
+    for key in ("increment_s", "minimum_s"):
+        value = billing[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "increment_s" else 0):
+            raise ValueError(
+                f"billing.{key} must be an integer number of seconds (increment >= 1, minimum >= 0): {value!r}"
+            )
+    if billing["start"] not in BILLING_STARTS:
+        raise ValueError(f"billing.start must be one of {', '.join(BILLING_STARTS)}: {billing['start']!r}")
+
+
 def load(source: str | Path | dict = "default", overrides: dict | None = None) -> Scenario:
     """Load a scenario by name, file path or dict, then apply `overrides` (a partial scenario)."""
     data = merge(DEFAULTS, _raw(source))
@@ -173,6 +204,9 @@ def load(source: str | Path | dict = "default", overrides: dict | None = None) -
     life = data["lifecycle"]
     if any(not isinstance(v, (int, float)) or v < 0 for v in life.values()):
         raise ScenarioError(f"lifecycle delays must be numbers >= 0: {life}")
+    scale = data["clock"]["time_scale"]
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        raise ScenarioError(f"clock.time_scale must be a number > 0: {scale!r}")
     catalogs = {}
     for provider in PROVIDERS:
         section = data[provider]
@@ -181,8 +215,10 @@ def load(source: str | Path | dict = "default", overrides: dict | None = None) -
                 raise ScenarioError(f"{provider}.{key} must be a list")
         catalogs[provider] = _load_catalog(section["catalog"], section["types"])
         try:  # fail at load time, not at the first request
-            Capacity(catalogs[provider], section["capacity"])
+            capacity = Capacity(catalogs[provider], section["capacity"])
             parse_faults(section["faults"])
+            Market(provider, parse_market(section["market"]), capacity)
+            _check_billing(section["billing"])
         except ValueError as exc:
             raise ScenarioError(f"{provider}: {exc}") from exc
     name = "inline" if isinstance(source, dict) else Path(str(source)).stem

@@ -141,6 +141,15 @@ class ProviderApi:
     def render_error(self, err: ApiError) -> Response:
         raise NotImplementedError
 
+    def priced(self, type_name: str) -> dict:
+        """A catalog type entry with today's prices (`POST /_emulator/price` overrides applied)."""
+        with self.state.lock:
+            return {**self.catalog["types"][type_name], **self.state.price_overrides[self.name].get(type_name, {})}
+
+    def set_price(self, type_name: str, data: dict) -> dict:
+        """Validate and apply `POST /_emulator/price`; returns the fields now in effect."""
+        raise NotImplementedError
+
     def handle(self, req: Request) -> Response:
         for route in self._routes:
             match = route.pattern.match(req.path)

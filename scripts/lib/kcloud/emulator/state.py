@@ -15,6 +15,13 @@ so an instance never reports active before it answers SSH.
 Besides instances and SSH keys it keeps what a teardown must not forget:
 DataCrunch volumes (live and in the trash) and startup scripts, and Lambda
 filesystems. `snapshot()["billable"]` counts what is left of each.
+
+It also keeps the emulator clock (market seconds since start or reset, times
+`clock.time_scale`) and each provider's `Market`, which is brought up to date
+before capacity is read or changed (`capacity_now()`) and on every tick; and
+the billing ledger: every instance launched since the reset stays in
+`instances` with the price and the billing start/end recorded when they
+happened (`ledger()`).
 """
 
 from __future__ import annotations
@@ -25,13 +32,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 
 from .capacity import Capacity
 from .faults import Fault, RateLimiter, parse_faults
+from .market import Market
 from .scenario import PROVIDERS, Scenario
 
 LIVE_PHASES = ("ordered", "booting", "active", "unhealthy", "offline")
 REQUEST_LOG_LIMIT = 10000
+MARKET_LOG_LIMIT = 10000
+CENT = Decimal("0.01")
 
 
 @dataclass
@@ -54,6 +65,9 @@ class Instance:
     ip: str | None = None  # assigned when it first becomes active
     answer_ip: str | None = None  # an `answer_ip` fault: what the API says instead of `ip`
     ssh: dict = field(default_factory=dict)
+    price_per_hour: Decimal = Decimal(0)  # USD, the price when the launch was accepted
+    billing_start_ms: int | None = None  # epoch ms: launch accepted (or first active, per `billing.start`)
+    billing_end_ms: int | None = None  # epoch ms: terminate/delete accepted
 
 
 @dataclass
@@ -106,6 +120,29 @@ class State:
             self.volumes: dict[str, Volume] = {}  # DataCrunch, live and trash
             self.scripts: dict[str, dict] = {}  # DataCrunch startup scripts: {"id", "name", "script", "created_at"}
             self.file_systems: dict[str, dict] = {}  # Lambda: {"id", "name", "region", "mount_point", "created"}
+            self.price_overrides: dict[str, dict[str, dict]] = {p: {} for p in PROVIDERS}  # type -> catalog fields
+            self.clock_origin = time.monotonic()
+            self.markets = {p: Market(p, sc.market(p), self.capacity[p]) for p in PROVIDERS}
+            self.market_log: dict[str, deque] = {p: deque(maxlen=MARKET_LOG_LIMIT) for p in PROVIDERS}
+            self._sync_markets()
+
+    # --- emulator clock and market ---------------------------------------
+
+    def clock(self) -> float:
+        """Emulator seconds: real seconds since the start or the last reset, times `clock.time_scale`."""
+        return (time.monotonic() - self.clock_origin) * self.scenario.time_scale
+
+    def _sync_markets(self) -> None:
+        """Apply every market event due by now (the caller holds the lock)."""
+        now = self.clock()
+        for p in PROVIDERS:
+            self.market_log[p].extend(self.markets[p].advance(now))
+
+    def capacity_now(self, provider: str) -> Capacity:
+        """The provider's capacity with the market brought up to date; hold the lock while using it."""
+        with self.lock:
+            self._sync_markets()
+            return self.capacity[provider]
 
     # --- traffic ---------------------------------------------------------
 
@@ -147,7 +184,7 @@ class State:
 
     def set_capacity(self, provider: str, rule: dict) -> int:
         with self.lock:
-            return self.capacity[provider].apply(rule)
+            return self.capacity_now(provider).apply(rule)
 
     # --- ssh keys --------------------------------------------------------
 
@@ -191,9 +228,11 @@ class State:
         """Take one unit of capacity and record the instance; False if none is free."""
         life = self.scenario.lifecycle
         with self.lock:
-            if not self.capacity[instance.provider].take(instance.instance_type, instance.region):
+            if not self.capacity_now(instance.provider).take(instance.instance_type, instance.region):
                 return False
             now = time.monotonic()
+            if self.scenario.billing(instance.provider)["start"] == "launch":
+                instance.billing_start_ms = epoch_ms()
             instance.phase = "ordered"
             instance.due = now + min(life["order_delay"], life["boot_delay"])
             instance.boot_at = now + life["boot_delay"]
@@ -219,6 +258,7 @@ class State:
             if inst.phase in LIVE_PHASES:
                 inst.phase = "terminating"
                 inst.due = time.monotonic() + self.scenario.lifecycle["terminate_delay"]
+                inst.billing_end_ms = epoch_ms()
 
     def reboot(self, inst: Instance) -> None:
         """Restart (Lambda) or start (DataCrunch): back through booting."""
@@ -238,6 +278,7 @@ class State:
         """Apply timed transitions; returns the instances whose boot is complete (to activate)."""
         ready = []
         with self.lock:
+            self._sync_markets()
             now = time.monotonic()
             for inst in self.instances.values():
                 if inst.due is None or inst.due > now:
@@ -251,6 +292,7 @@ class State:
                 elif inst.phase == "terminating":
                     inst.phase, inst.due = "terminated", None
                     self.capacity[inst.provider].give(inst.instance_type, inst.region)
+                    self.markets[inst.provider].returned(inst.instance_type, inst.region)
         return ready
 
     def activate(self, inst: Instance, ip: str, ssh: dict) -> bool:
@@ -259,6 +301,8 @@ class State:
             if inst.phase != "booting":
                 return False
             inst.phase, inst.ip, inst.ssh = "active", ip, ssh
+            if inst.billing_start_ms is None and self.scenario.billing(inst.provider)["start"] == "active":
+                inst.billing_start_ms = epoch_ms()
             inst.due = time.monotonic() + inst.fault_after if inst.fault == "unhealthy" else None
             return True
 
@@ -316,11 +360,29 @@ class State:
                 if self.live(i)
             )
 
+    # --- prices and billing ----------------------------------------------
+
+    def set_price(self, provider: str, type_name: str, fields: dict) -> None:
+        """Change catalog price fields of a type from now on (instances keep their launch price)."""
+        with self.lock:
+            self.price_overrides[provider].setdefault(type_name, {}).update(fields)
+
+    def ledger(self, provider: str | None = None) -> list[dict]:
+        """One entry per instance launched since the reset, terminated ones included, oldest first."""
+        with self.lock:
+            now = epoch_ms()
+            return [
+                ledger_entry(i, self.scenario.billing(i.provider), now)
+                for i in self.instances.values()
+                if provider is None or i.provider == provider
+            ]
+
     # --- admin view ------------------------------------------------------
 
     def snapshot(self, statuses: dict[str, dict[str, str]]) -> dict:
         """The admin view; `statuses` maps provider -> phase -> provider status word."""
         with self.lock:
+            self._sync_markets()
             return {
                 "instances": [
                     {
@@ -336,6 +398,7 @@ class State:
                         "ssh": dict(i.ssh),
                         "fault": i.fault,
                         "created_at": iso_time(i.created_at),
+                        "price_per_hour": float(i.price_per_hour),
                         **_instance_extras(i),
                     }
                     for i in self.list()
@@ -381,6 +444,9 @@ class State:
                 "requests": list(self.requests),
                 "capacity": {p: self.capacity[p].snapshot() for p in PROVIDERS},
                 "faults": {p: [f.public() for f in self.faults[p]] for p in PROVIDERS},
+                "clock": {"time_s": round(self.clock(), 3), "time_scale": self.scenario.time_scale},
+                "market": {p: {"events": list(self.market_log[p])} for p in PROVIDERS},
+                "ledger": self.ledger(),
             }
 
 
@@ -404,3 +470,52 @@ def _instance_extras(inst: Instance) -> dict:
 
 def iso_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def epoch_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds, e.g. 2025-06-01T12:00:00.250Z."""
+    if ms is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def billed_seconds(duration_ms: int, increment_s: int, minimum_s: int) -> int:
+    """Every started increment counts, and at least `minimum_s` once billing has started."""
+    increments = -(-duration_ms // (increment_s * 1000))
+    return max(minimum_s, increments * increment_s)
+
+
+def amount(price_per_hour: Decimal, billed_s: int) -> Decimal:
+    """price x billed hours, rounded to the cent, half up."""
+    return (price_per_hour * billed_s / 3600).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def ledger_entry(inst: Instance, billing: dict, now_ms: int) -> dict:
+    """An instance's bill: so far while running (`end` null), final once terminate was accepted."""
+    start, end = inst.billing_start_ms, inst.billing_end_ms
+    if start is None:  # `billing.start: active` and it never became active (yet)
+        duration_ms, billed = 0, 0
+    else:
+        duration_ms = max(0, (now_ms if end is None else end) - start)
+        billed = billed_seconds(duration_ms, billing["increment_s"], billing["minimum_s"])
+    return {
+        "provider": inst.provider,
+        "id": inst.id,
+        "name": inst.name,
+        "instance_type": inst.instance_type,
+        "region": inst.region,
+        "spot": bool(inst.details.get("is_spot", False)),
+        "price_per_hour": float(inst.price_per_hour),
+        "currency": "usd",
+        "start": iso_ms(start),
+        "end": iso_ms(end),
+        "duration_s": duration_ms / 1000,
+        "increment_s": billing["increment_s"],
+        "minimum_s": billing["minimum_s"],
+        "billed_s": billed,
+        "amount": float(amount(inst.price_per_hour, billed)),
+    }
