@@ -24,9 +24,12 @@ def redact(text: str) -> str:
 ALIASES = {
     "lambda-cli": ["lambdalabs"],
     "generate_cloud_configs.py": ["cloud-config"],
+    "extract_api_key.py": ["lambdalabs", "credentials", "extract"],   # seed 000's table
 }
 for _p in providers.names():
     ALIASES.update({
+        f"{_p}_api.py": [_p, "generate-kconfig"],
+        f"{_p}_ssh_key_name.py": [_p, "ssh-key-name"],
         f"{_p}_check_capacity.py": [_p, "check-capacity"],
         f"{_p}_select_tier.py": [_p, "select-tier"],
         f"{_p}_smart_inference.py": [_p, "smart-select"],
@@ -58,12 +61,17 @@ COMMANDS = {
 # Commands that never talk to an API: no logging set-up (importing logging alone costs ~4 ms).
 LOCAL = {"clean-cloud-config", "menuconfig", "olddefconfig", "savedefconfig", "defconfig"}
 # The Kconfig targets make runs: their plain forms skip argparse (kconfig.commands.quick_args).
-QUICK = {"olddefconfig", "savedefconfig", "defconfig"}
+QUICK = {"olddefconfig", "savedefconfig", "defconfig", "cloud-config"}
 EMULATOR_HELP = "serve both provider APIs on 127.0.0.1 (emulator --help)"
 
 
+def _json(args) -> bool:
+    """`--output json` (any provider subcommand: `lambda-cli --output json ...`) or `--json`."""
+    return getattr(args, "output", "text") == "json" or getattr(args, "json", False)
+
+
 def _out(args, obj, text_lines):
-    if getattr(args, "output", "text") == "json" or getattr(args, "json", False):
+    if _json(args):
         import json
         print(json.dumps(obj, indent=2))
     else:
@@ -125,27 +133,28 @@ def cmd_check_capacity(args) -> int:
 def _select(args, selection) -> int:
     from kcloud import tiers
     plan = tiers.plan(args.provider, selection, _client(args).catalog())
-    if args.verbose:
-        print("\n".join(tiers.trace(plan)))
+    if args.verbose:    # with JSON on stdout, the trace goes to stderr
+        print("\n".join(tiers.trace(plan)), file=sys.stderr if _json(args) else sys.stdout)
     if not plan.candidates:
+        if _json(args):
+            _out(args, {"instance_type": None, "region": None, "candidates": [],
+                        "error": tiers.no_capacity_advice(plan)}, [])
         print(f"error: {tiers.no_capacity_advice(plan)}", file=sys.stderr)
         return 1
     first = plan.candidates[0]
-    if getattr(args, "json", False):
-        import json
-        print(json.dumps({"instance_type": first.instance_type, "region": first.region, "tier": first.tier,
-                          "price_per_hour": first.price,
-                          "candidates": [c.__dict__ for c in plan.candidates]}, indent=2))
-    else:
-        print(f"{first.instance_type} {first.region}")
+    _out(args, {"instance_type": first.instance_type, "region": first.region, "tier": first.tier,
+                "price_per_hour": first.price, "candidates": [c.__dict__ for c in plan.candidates]},
+         [f"{first.instance_type} {first.region}"])
     return 0
 
 
 def cmd_select_tier(args) -> int:
     from kcloud import tiers
     if args.list_tiers:
-        for name, help_text, tier_names in tiers.list_groups(args.provider):
-            print(f"{name:20} {help_text}\n{'':20} {' > '.join(tier_names)}")
+        groups = tiers.list_groups(args.provider)
+        _out(args, [{"group": name, "help": help_text, "tiers": list(tier_names)}
+                    for name, help_text, tier_names in groups],
+             [f"{name:20} {help_text}\n{'':20} {' > '.join(tier_names)}" for name, help_text, tier_names in groups])
         return 0
     if not args.group:
         raise errors.ConfigError("select-tier needs a tier group", hint="see --list-tiers")
@@ -188,7 +197,7 @@ def cmd_ssh_keys(args) -> int:
         _out(args, [k.__dict__ for k in keys], [f"{k.id:36} {k.name}" for k in keys] or ["(no SSH keys)"])
     elif args.action == "add":
         key = p.add_ssh_key(args.name, public_key)
-        print(f"added SSH key {key.name} ({key.id})")
+        _out(args, {"added": key.__dict__}, [f"added SSH key {key.name} ({key.id})"])
     else:
         if not args.name:
             raise errors.ConfigError("usage: ssh-keys delete NAME_OR_ID")
@@ -197,7 +206,16 @@ def cmd_ssh_keys(args) -> int:
             raise errors.NotFound(f"{args.provider}: no SSH key named or with id '{args.name}'")
         for k in match:
             p.delete_ssh_key(k.id)
-            print(f"deleted SSH key {k.name} ({k.id})")
+        _out(args, {"deleted": [k.__dict__ for k in match]}, [f"deleted SSH key {k.name} ({k.id})" for k in match])
+    return 0
+
+
+def cmd_ssh_key_name(args) -> int:
+    """`<provider>_ssh_key_name.py`: the unique key name bringup uses in this directory."""
+    from kcloud.bringup.project import Project
+    project = Project.here()
+    name = project.unique_key_name(args.provider)
+    _out(args, {"provider": args.provider, "ssh_key_name": name, "project": str(project.root)}, [name])
     return 0
 
 
@@ -215,29 +233,61 @@ def cmd_credentials(args) -> int:
     from kcloud import credentials
     spec = providers.credential_spec(args.provider)
     if args.action == "path":
-        print(spec.path)
+        _out(args, {"provider": args.provider, "path": str(spec.path)}, [str(spec.path)])
         return 0
+    if args.action == "extract":
+        return _extract_credentials(args, spec)
     if args.action == "set":
-        if args.values:
-            print(f"warning: a key on the command line is visible to other users in `ps` and stays in your "
-                  f"shell history; prefer '{spec.provider}_credentials.py set' with no argument "
-                  f"(it prompts, or reads stdin when that is not a terminal)", file=sys.stderr)
-        values = dict(zip(spec.fields, args.values))
-        missing = [f for f in spec.fields if f not in values]
-        for field in missing:       # prompt (or read stdin) so secrets need not be on the command line
-            values[field] = _ask(field, secret=field in spec.secrets)
-        path = credentials.store(spec, values, args.profile)
-        print(f"wrote {path} (mode 0600)")
-        return 0
+        return _set_credentials(args, spec)
     creds = credentials.load(spec, args.profile)   # check: file readable, fields present...
     p = providers.get(args.provider, profile=args.profile)
     p.ssh_keys()                                   # ...and accepted by the API
-    print(f"{args.provider}: credentials OK ({', '.join(creds)}) at {p.base_url}")
+    _out(args, {"provider": args.provider, "ok": True, "fields": list(creds), "api_url": p.base_url},
+         [f"{args.provider}: credentials OK ({', '.join(creds)}) at {p.base_url}"])
     return 0
 
 
-def _ask(field: str, secret: bool) -> str:
+def _set_credentials(args, spec) -> int:
+    """`set` with no value asks for every field (prompt, or stdin when it is not a terminal);
+    `set V1 V2 ...` gives them in the data file's order. One value for a provider with several
+    fields is the field `credentials.set_argument` names (DataCrunch: the client secret, which
+    is kdevops' datacrunch_api_key, seed 004); the others are then asked for, unless the file
+    already has them. Nothing is written unless every field has a value."""
+    from kcloud import credentials
+    if args.values:
+        print(f"warning: a key on the command line is visible to other users in `ps` and stays in your "
+              f"shell history; prefer '{spec.provider}_credentials.py set' with no argument "
+              f"(it prompts, or reads stdin when that is not a terminal)", file=sys.stderr)
+    fields = list(spec.fields)
+    if len(args.values) > len(fields):
+        raise errors.CredentialsError(f"{spec.provider}: set takes at most {len(fields)} values "
+                                      f"({', '.join(fields)}); got {len(args.values)}", provider=spec.provider)
+    notes = credentials.notes(spec)
+    kept = {}
+    if len(args.values) == 1 and len(fields) > 1:
+        lone = providers.data(spec.provider)["credentials"].get("set_argument") or fields[0]
+        values = {lone: args.values[0]}
+        kept = {f: key for f, (key, _v) in credentials.stored(spec, args.profile).items() if f != lone}
+        asked = [f for f in fields if f not in values and f not in kept]
+        if asked:
+            print(f"{spec.provider}: the value given is the {lone}; the {', '.join(asked)} is needed too"
+                  + (f": {notes[asked[0]]}" if notes.get(asked[0]) else ""), file=sys.stderr)
+    else:
+        values = dict(zip(fields, args.values))
+        asked = [f for f in fields if f not in values]
+    told = len(args.values) == 1 and len(fields) > 1      # the note was just printed
+    for field in asked:       # prompt (or read stdin) so secrets need not be on the command line
+        values[field] = _ask(spec, field, "" if told else notes.get(field, ""))
+    path = credentials.store(spec, values, args.profile)
+    lines = [f"wrote {path} (mode 0600): {', '.join(values)}"]
+    lines += [f"kept the {f} already there ({key})" for f, key in kept.items()]
+    _out(args, {"provider": spec.provider, "path": str(path), "written": list(values), "kept": list(kept)}, lines)
+    return 0
+
+
+def _ask(spec, field: str, note: str = "") -> str:
     import getpass
+    secret = field in spec.secrets
     try:
         if sys.stdin.isatty():
             value = getpass.getpass(f"{field}: ") if secret else input(f"{field}: ")
@@ -246,8 +296,47 @@ def _ask(field: str, secret: bool) -> str:
     except EOFError:
         value = ""
     if not value.strip():
-        raise errors.CredentialsError(f"no {field} given")
+        raise errors.CredentialsError(f"{spec.provider}: no {field} given; nothing written" +
+                                      (f" ({note})" if note else ""), provider=spec.provider,
+                                      hint=f"type it when asked, or pipe it in: printf '%s\\n' VALUE | "
+                                           f"scripts/{spec.provider}_credentials.py set ...")
     return value.strip()
+
+
+def _extract_credentials(args, spec) -> int:
+    """`extract_api_key.py [FILE]` (seed 000: "reads and validates the key"): the file is read
+    and checked as bringup reads it (0600, [profile], every field, one word each); the key is
+    never printed -- kcloud's terraform provider reads the file itself, where kdevops handed the
+    key to terraform (and so to its state file) through an external data source."""
+    from pathlib import Path
+
+    from kcloud import credentials, redact as redaction
+    if len(args.values) > 1:
+        raise errors.ConfigError("usage: extract_api_key.py [CREDENTIALS_FILE]")
+    path = Path(os.path.expanduser(args.values[0])) if args.values else spec.path
+    if not path.is_file():
+        raise errors.CredentialsError(f"{spec.provider}: {path} not found", provider=spec.provider,
+                                      hint=f"run: python3 scripts/{spec.provider}_credentials.py set")
+    found = credentials.stored(spec, args.profile, path)
+    for field in spec.secrets:
+        if field in found:
+            redaction.register(found[field][1])
+    missing = [f for f in spec.fields if f not in found]
+    if missing:
+        note = credentials.notes(spec).get(missing[0], "")
+        raise errors.CredentialsError(f"{spec.provider}: no {', '.join(missing)} in {path} [{args.profile}]"
+                                      + (f": {note}" if note else ""), provider=spec.provider,
+                                      hint=f"run: python3 scripts/{spec.provider}_credentials.py set")
+    bad = [f"{f} ({key})" for f, (key, value) in found.items() if not value.isprintable() or len(value.split()) != 1]
+    if bad:
+        raise errors.CredentialsError(f"{spec.provider}: {', '.join(bad)} in {path} is not one word of printable "
+                                      "characters", provider=spec.provider,
+                                      hint=f"rewrite it with: python3 scripts/{spec.provider}_credentials.py set")
+    _out(args, {"provider": spec.provider, "file": str(path), "profile": args.profile, "valid": True,
+                "fields": {f: key for f, (key, _value) in found.items()}},
+         [f"{spec.provider}: {', '.join(f'{f} ({key})' for f, (key, _v) in found.items())} found in {path} "
+          f"[{args.profile}], mode 0600; not printed: kcloud's terraform provider reads this file itself"])
+    return 0
 
 
 def _provider_parser(sub, name: str):
@@ -290,13 +379,18 @@ def _provider_parser(sub, name: str):
     sk.add_argument("file", nargs="?")
     sk.set_defaults(func=cmd_ssh_keys)
 
+    kn = ps.add_parser("ssh-key-name", help="the unique SSH key name bringup uses in this directory")
+    kn.set_defaults(func=cmd_ssh_key_name)
+
     li = ps.add_parser("list-instances", help="instances in the account")
     li.add_argument("--prefix", help="only names starting with this")
     li.set_defaults(func=cmd_list_instances)
 
     cr = ps.add_parser("credentials", help="set, check or locate the credentials file")
-    cr.add_argument("action", choices=["set", "check", "path"])
-    cr.add_argument("values", nargs="*", help="field values in order; prompted (or read from stdin) if missing")
+    cr.add_argument("action", choices=["set", "check", "path", "extract"],
+                    help="extract: read and validate the file (the key is never printed)")
+    cr.add_argument("values", nargs="*", help="set: field values in order (one value: "
+                    "the API key / secret); prompted (or read from stdin) if missing. extract: the file")
     cr.add_argument("--profile", default="default")
     cr.set_defaults(func=cmd_credentials)
     return ps
@@ -327,7 +421,10 @@ def build_parser(command: str | None = None, full: bool = False) -> argparse.Arg
     for name in provider_names:
         if full or name == command:
             from kcloud.kconfig import commands as kconfig_commands
-            kconfig_commands.register_provider(_provider_parser(sub, name), name)   # generate-kconfig
+            provider_sub = _provider_parser(sub, name)
+            kconfig_commands.register_provider(provider_sub, name)   # generate-kconfig
+            for subcommand in provider_sub.choices.values():         # `... list --output json` too
+                subcommand.add_argument("--output", choices=["text", "json"], default=argparse.SUPPRESS)
         elif not known:
             sub.add_parser(name, help=f"{providers.data(name)['title']} commands", add_help=False)
     if full or not known:

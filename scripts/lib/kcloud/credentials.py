@@ -34,9 +34,26 @@ def load(spec: CredentialSpec, profile: str = "default") -> dict[str, str]:
     """Return every field, or raise CredentialsError naming what is missing and how to fix it."""
     values = {name: os.environ[var] for name, var in spec.env.items() if os.environ.get(var)}
     missing = [name for name in spec.fields if name not in values]
+    spelled = {}
     if missing:
-        values.update(_read_file(spec, profile, missing))
+        found = _read_keys(spec, profile, missing)
+        values.update({name: value for name, (_key, value) in found.items()})
+        spelled = {name: key for name, (key, _value) in found.items()}
     missing = [name for name in spec.fields if not values.get(name)]
+    if missing and len(missing) < len(spec.fields):
+        # Half a pair, e.g. a kdevops file with only `datacrunch_api_key=` (the secret): say
+        # what the other half is and where it is found, not just that it is missing.
+        def source(name: str) -> str:       # "client_secret (datacrunch_api_key)"
+            where = spelled.get(name) or (f"${spec.env[name]}" if name not in spelled and name in spec.env else name)
+            return name if where == name else f"{name} ({where})"
+        have = ", ".join(source(n) for n in spec.fields if values.get(n))
+        why = " ".join(notes(spec).get(n, "") for n in missing).strip()
+        raise CredentialsError(
+            f"{spec.provider}: {spec.path} [{profile}] has the {have} but no {', '.join(missing)}"
+            + (f": {why}" if why else ""),
+            hint=f"add '{spec.fields[missing[0]][0]} = ...' under [{profile}] in {spec.path}, or run: "
+                 f"python3 scripts/{spec.provider}_credentials.py set (it asks for each value)",
+            provider=spec.provider)
     if missing:
         raise CredentialsError(
             f"{spec.provider}: no {', '.join(missing)} in {spec.path} [{profile}]",
@@ -46,8 +63,30 @@ def load(spec: CredentialSpec, profile: str = "default") -> dict[str, str]:
     return values
 
 
+def notes(spec: CredentialSpec) -> dict[str, str]:
+    """What the provider's data file says about each field (where it is found, why it is
+    needed): `credentials.notes` in data/<provider>.yaml."""
+    from kcloud import providers
+    from kcloud.errors import KcloudError
+    try:
+        return dict(providers.data(spec.provider)["credentials"].get("notes") or {})
+    except (KcloudError, KeyError):
+        return {}
+
+
+def stored(spec: CredentialSpec, profile: str = "default", path: Path | None = None) -> dict[str, tuple[str, str]]:
+    """The fields present in the file's `[profile]` (the environment is not read), each as
+    (the key it is spelled with, its value). Refuses a file other users can read, as load()."""
+    return _read_keys(spec, profile, list(spec.fields), path)
+
+
 def _read_file(spec: CredentialSpec, profile: str, wanted: list[str]) -> dict[str, str]:
-    path = spec.path
+    return {name: value for name, (_key, value) in _read_keys(spec, profile, wanted).items()}
+
+
+def _read_keys(spec: CredentialSpec, profile: str, wanted: list[str],
+               path: Path | None = None) -> dict[str, tuple[str, str]]:
+    path = Path(path) if path is not None else spec.path
     if not path.exists():
         return {}
     mode = path.stat().st_mode
@@ -71,7 +110,7 @@ def _read_file(spec: CredentialSpec, profile: str, wanted: list[str]) -> dict[st
     for name in wanted:
         for key in spec.fields[name]:
             if section.get(key, "").strip():
-                found[name] = section[key].strip().strip("'\"")
+                found[name] = (key, section[key].strip().strip("'\""))
                 break
     return found
 

@@ -34,18 +34,27 @@ def _print_warnings(warnings: list[str]) -> None:
 
 
 # -- cloud-config ---------------------------------------------------------------------------
-def _regenerate_defaults(names: list[str]) -> int:
+def _regenerate_defaults(names: list[str], as_json: bool = False) -> int:
     from kcloud.kconfig import generate
     tree = _tree()
-    for p in generate.regenerate_defaults(tree, names):
-        print(f"wrote {_rel(p, tree)}")
+    written = [_rel(p, tree) for p in generate.regenerate_defaults(tree, names)]
+    if as_json:
+        import json
+        print(json.dumps({"providers": names, "ok": True, "written": written}, indent=2))
+    for rel in [] if as_json else written:
+        print(f"wrote {rel}")
     return 0
 
 
-def _cloud_config(names: list[str]) -> int:
+def _cloud_config(names: list[str], as_json: bool = False) -> int:
     from kcloud.kconfig import generate
-    outcomes = generate.refresh(_tree(), names)
-    for o in outcomes:
+    tree = _tree()
+    outcomes = generate.refresh(tree, names)
+    if as_json:      # `lambda-cli --output json generate-kconfig`: one document, failures included
+        import json
+        print(json.dumps([{"provider": o.provider, "ok": o.ok, "message": o.line,
+                           "written": [_rel(p, tree) for p in o.written]} for o in outcomes], indent=2))
+    for o in [] if as_json else outcomes:
         print(o.line, file=sys.stdout if o.ok else sys.stderr, flush=True)
     return 0 if all(o.ok for o in outcomes) else 1
 
@@ -56,7 +65,9 @@ def cmd_cloud_config(args) -> int:
 
 
 def cmd_generate_kconfig(args) -> int:
-    return _regenerate_defaults([args.provider]) if args.offline else _cloud_config([args.provider])
+    as_json = getattr(args, "output", "text") == "json"
+    return (_regenerate_defaults([args.provider], as_json) if args.offline
+            else _cloud_config([args.provider], as_json))
 
 
 def cmd_clean_cloud_config(args) -> int:
