@@ -24,7 +24,7 @@ VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
 .PHONY: all preflight help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
-        defconfigs bringup destroy status cloud-list-all clean mrproper \
+        defconfigs bringup destroy status cost cloud-list-all clean mrproper \
         lambdalabs-ssh-list lambdalabs-ssh-setup lambdalabs-ssh-clean \
         datacrunch-ssh-list datacrunch-ssh-setup datacrunch-ssh-clean
 
@@ -114,7 +114,11 @@ destroy: deps ## Tear down everything this directory launched (idempotent)
 status: deps ## This directory's instances: type, region, status, uptime, cost
 	@$(KCLOUD) $(VERBOSE) status
 
-cloud-list-all: status ## Alias of status
+cost: deps ## Cost of every instance this directory launched (scripts/kcloud cost --all: every directory)
+	@$(KCLOUD) $(VERBOSE) cost
+
+cloud-list-all: deps ## Everything with kcloud's tags in the accounts, by directory; deleted ones flagged
+	@$(KCLOUD) $(VERBOSE) cloud-list-all
 
 lambdalabs-ssh-list datacrunch-ssh-list: deps ## List SSH keys in the account
 	@$(KCLOUD) $(subst -ssh-list,,$@) ssh-keys list

@@ -52,6 +52,12 @@ COMMANDS = {
     "destroy": ("kcloud.bringup.commands", "tear down everything this directory launched"),
     "status": ("kcloud.bringup.commands", "this directory's instances and their cost"),
     "ssh-key": ("kcloud.bringup.commands", "the project's SSH key: ensure (local), setup (upload), clean"),
+    "cost": ("kcloud.bringup.cost", "every instance this directory launched: launch price, billed time, "
+                                    "cost (--all: every directory)"),
+    "cloud-list-all": ("kcloud.bringup.orphans", "everything in the accounts that carries kcloud's marks, "
+                                                 "by owning directory, with cost so far"),
+    "orphans": ("kcloud.bringup.orphans", "what deleted kcloud directories left in the accounts "
+                                          "(--terminate --yes removes it)"),
     "doctor": ("kcloud.bringup.doctor", "every check bringup makes, changing nothing (make preflight)"),
     "prepare": ("kcloud.bringup.prepare", "what `make` does: the directory's SSH key and what bringup installs"),
     "watchdog": ("kcloud.launch.watchdog", "the dead-man's switch of KCLOUD_MAX_LIFETIME / KCLOUD_MAX_SPEND"),

@@ -215,6 +215,33 @@ class Client(ProviderBase):
                                           f"{v.get('size', '?')} GB{', in trash' if trash else ''}"))
         return found
 
+    def volumes(self) -> list[dict]:
+        """Every volume of the account, live and in the trash (cloud-list-all groups them by
+        owner): {id, name, size, trash, os, instance_ids, tags}. Removed with remove_leftover."""
+        out = []
+        for where, trash in (("/volumes", False), ("/volumes/trash", True)):
+            try:
+                listing = self._get(where)
+            except errors.NotFound:
+                continue
+            for v in listing if isinstance(listing, list) else []:
+                if not isinstance(v, dict) or (trash and v.get("is_permanently_deleted")):
+                    continue
+                attached = {v.get("instance_id")}
+                if isinstance(v.get("instances"), list):
+                    attached |= {x.get("id") if isinstance(x, dict) else x for x in v["instances"]}
+                out.append({"id": check_id(self.name, v.get("id"), "volume id"), "name": str(v.get("name", "")),
+                            "size": v.get("size"), "trash": trash, "os": bool(v.get("is_os_volume")),
+                            "instance_ids": sorted(a for a in attached if isinstance(a, str) and a),
+                            "tags": _tags(v.get("tags"))})
+        return out
+
+    def scripts(self) -> list[dict]:
+        """Startup scripts of the account: {id, name} (they carry no tags)."""
+        listing = self._get("/scripts")
+        return [{"id": check_id(self.name, s.get("id"), "script id"), "name": str(s.get("name", ""))}
+                for s in (listing if isinstance(listing, list) else []) if isinstance(s, dict)]
+
     def remove_leftover(self, item: Leftover) -> None:
         if item.kind == "volume":
             try:
