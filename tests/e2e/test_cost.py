@@ -4,6 +4,7 @@ providers), and `make cloud-list-all` / `kcloud orphans` find and remove what a 
 left running. Every test ends with the leak audit."""
 import json
 
+import pytest
 import requests
 from e2e_helpers import audit
 
@@ -109,3 +110,19 @@ def test_cloud_list_all_flags_a_deleted_checkout_and_orphans_removes_it(cloud, m
     assert "the API confirms nothing of the deleted directories is left running" in done.stdout, done.stdout
     assert audit(emu) == CLEAN                                   # instance and key gone
     assert gone_id not in other.make("cloud-list-all").stdout
+
+
+@pytest.mark.xfail(reason="the terraform path journals `launched` without the plan's price (tfvars candidates carry "
+                          "no price), so a machine that never became active has no launch price recorded", strict=False)
+def test_a_machine_that_never_booted_is_billed_at_its_launch_price(cloud, make_project):
+    emu = cloud({"extends": "scarce", "lambdalabs": {"faults": [
+        {"method": "POST", "path": "/instance-operations/launch", "nth": 1, "instance": "stuck"}]}})
+    p = make_project(emu)
+    p.defconfig("lambdalabs-h100-or-less", "TERRAFORM_BOOT_TIMEOUT=5")
+    p.make("bringup")
+    p.make("destroy")
+    try:
+        ledger = _check_against_ledger(p, emu)
+        assert len(ledger) == 2
+    finally:
+        assert audit(emu) == CLEAN
