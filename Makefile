@@ -24,9 +24,9 @@ VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
 .PHONY: all preflight help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
-        defconfigs bringup destroy status cost cloud-list-all clean mrproper \
-        lambdalabs-ssh-list lambdalabs-ssh-setup lambdalabs-ssh-clean \
-        datacrunch-ssh-list datacrunch-ssh-setup datacrunch-ssh-clean
+        defconfigs bringup destroy status cost cloud-list-all clean mrproper
+# <provider>-ssh-{list,setup,clean} and cloud-config-<provider> are pattern rules, so not listed
+# here: make skips pattern rules for phony targets.
 
 all: deps ## Install what bringup needs and create this directory's SSH key (no .config: which defconfig to load)
 	@$(KCLOUD) $(VERBOSE) prepare
@@ -82,8 +82,12 @@ bench: $(TEST_STAMP) ## Benchmarks: cloud-config latency, defconfig time, launch
 cloud-config: deps ## Refresh Kconfig fragments from both providers' live APIs
 	@$(KCLOUD) $(VERBOSE) cloud-config
 
-cloud-config-%: deps ## Refresh one provider's fragments (lambdalabs, datacrunch)
-	@$(KCLOUD) $(VERBOSE) cloud-config --provider $*
+# Per-provider targets are patterns: every provider kcloud has (providers are discovered from
+# scripts/lib/kcloud/data/, never listed here). The provider name is target text, so like the
+# defconfig name it reaches kcloud through the environment as one argument, and kcloud checks it.
+cloud-config-%: export KCLOUD_PROVIDER = $*
+cloud-config-%: deps ## Refresh one provider's fragments (cloud-config-<provider>)
+	@$(KCLOUD) $(VERBOSE) cloud-config --provider "$$KCLOUD_PROVIDER"
 
 clean-cloud-config: deps ## Remove generated fragments (shipped defaults apply again)
 	@$(KCLOUD) clean-cloud-config
@@ -120,14 +124,17 @@ cost: deps ## Cost of every instance this directory launched (scripts/kcloud cos
 cloud-list-all: deps ## Everything with kcloud's tags in the accounts, by directory; deleted ones flagged
 	@$(KCLOUD) $(VERBOSE) cloud-list-all
 
-lambdalabs-ssh-list datacrunch-ssh-list: deps ## List SSH keys in the account
-	@$(KCLOUD) $(subst -ssh-list,,$@) ssh-keys list
+%-ssh-list: export KCLOUD_PROVIDER = $*
+%-ssh-list: deps ## List SSH keys in the account (<provider>-ssh-list, e.g. lambdalabs-ssh-list)
+	@$(KCLOUD) $(VERBOSE) "$$KCLOUD_PROVIDER" ssh-keys list
 
-lambdalabs-ssh-setup datacrunch-ssh-setup: deps ## Create and upload this directory's SSH key
-	@$(KCLOUD) ssh-key setup --provider $(subst -ssh-setup,,$@)
+%-ssh-setup: export KCLOUD_PROVIDER = $*
+%-ssh-setup: deps ## Create and upload this directory's SSH key (<provider>-ssh-setup)
+	@$(KCLOUD) $(VERBOSE) ssh-key setup --provider "$$KCLOUD_PROVIDER"
 
-lambdalabs-ssh-clean datacrunch-ssh-clean: deps ## Remove this directory's SSH key from the account
-	@$(KCLOUD) ssh-key clean --provider $(subst -ssh-clean,,$@)
+%-ssh-clean: export KCLOUD_PROVIDER = $*
+%-ssh-clean: deps ## Remove this directory's SSH key from the account (<provider>-ssh-clean)
+	@$(KCLOUD) $(VERBOSE) ssh-key clean --provider "$$KCLOUD_PROVIDER"
 
 clean: ## Remove generated files (keeps .config and terraform state)
 	@rm -f kconfigs/*.generated terraform/*/kconfigs/*.generated extra_vars.yaml

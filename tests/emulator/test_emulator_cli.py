@@ -104,3 +104,19 @@ def test_cli_rejects_an_unknown_ssh_mode():
         env={**os.environ, "PYTHONPATH": str(LIB)},
     )
     assert proc.returncode == 2 and proc.stdout == "" and "--ssh" in proc.stderr
+
+
+def test_the_demo_runs_the_providers_the_emulator_serves(tmp_path):
+    """make demo iterates over what the emulator announces (KCLOUD_EMULATOR_PROVIDERS), never over
+    every provider kcloud has: a provider without an emulated API would be asked for real."""
+    from kcloud import demo
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    emu = demo.Emulator("default", 0.1, None, env)
+    try:
+        assert emu.providers == ["lambdalabs", "datacrunch"]
+        assert set(emu.urls) == {"LAMBDALABS_API_URL", "DATACRUNCH_API_URL"}
+    finally:
+        emu.stop()
+    urls = {"LAMBDALABS_API_URL": "http://127.0.0.1:1/api/v1"}
+    assert demo.served_providers(urls, ["lambdalabs", "datacrunch", "toy"]) == ["lambdalabs"]

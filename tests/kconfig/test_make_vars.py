@@ -107,3 +107,32 @@ def test_mrproper_checks_before_it_deletes(project):
     assert Path(root / ".venv").exists()
     journal.unlink()
     generated.unlink()
+
+
+@pytest.mark.parametrize("target, message", [
+    (f"lambdalabs;{PWNED}-ssh-list", "invalid choice: 'lambdalabs;touch pwned'"),
+    (f"$(shell {PWNED})-ssh-setup", "is not a provider name"),
+    (f"x`{PWNED}`-ssh-clean", "is not a provider name"),
+    ("toy-ssh-clean", "unknown provider 'toy'"),
+    (f"cloud-config-x;{PWNED}", "invalid choice: 'x;touch pwned'"),
+    ("status-ssh-list", "unrecognized arguments: ssh-keys list"),
+])
+def test_provider_targets_are_patterns_whose_name_is_checked_and_never_run(project, target, message):
+    """<provider>-ssh-{list,setup,clean} and cloud-config-<provider> work for any provider kcloud
+    has (patterns); the name is one argument that kcloud checks, never shell text."""
+    root, make = project
+    (root / "pwned").unlink(missing_ok=True)
+    proc = make(target)
+    assert proc.returncode != 0
+    lines = [line for line in kcloud_errors(proc) if "error:" in line]      # (argparse adds its usage)
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (root / "pwned").exists()
+
+
+def test_provider_targets_reach_kcloud_for_every_provider(project):
+    root, make = project
+    help_text = make("help", check=0).stdout
+    assert "%-ssh-list" in help_text and "cloud-config-%" in help_text
+    for provider in ("lambdalabs", "datacrunch"):
+        proc = make(f"{provider}-ssh-list")       # no credentials here: kcloud's own error, per provider
+        assert proc.returncode != 0 and f"error: {provider}: no " in proc.stderr, proc.stderr

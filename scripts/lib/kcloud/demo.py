@@ -1,4 +1,4 @@
-"""`make demo`: the main job end to end on the bundled emulator, for both providers.
+"""`make demo`: the main job end to end on the bundled emulator, for every provider it serves.
 
 Runs the same make targets a user types, in a scratch copy of the project with a scratch
 HOME, so the user's .config, ~/.ssh/config and credentials are never touched.
@@ -20,8 +20,11 @@ from kcloud import errors
 REPO = Path(__file__).resolve().parents[3]
 COPY = ["Makefile", "Kconfig", "kconfigs", "defconfigs", "terraform", "playbooks", "requirements.txt",
         "requirements-test.txt"]
-FLOWS = [("lambdalabs", "lambdalabs-h100-or-less"), ("datacrunch", "datacrunch-h100-pytorch-or-less")]
+# The defconfig each provider's flow loads (else defconfig-<provider>), and what its
+# credentials `set` reads from stdin; the flows are the providers the emulator serves.
+DEFCONFIGS = {"lambdalabs": "lambdalabs-h100-or-less", "datacrunch": "datacrunch-h100-pytorch-or-less"}
 CREDENTIALS = {"lambdalabs": "emulator-key\n", "datacrunch": "emulator-client\nemulator-secret\n"}
+MAX_EXPORT_LINES = 16
 
 
 def banner(text: str) -> None:
@@ -36,14 +39,20 @@ class Emulator:
         if ssh_port:
             cmd += ["--ssh-port", str(ssh_port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        self.urls = {}
-        for _ in range(2):
+        self.urls, self.providers = {}, []
+        for _ in range(MAX_EXPORT_LINES):       # URL exports, then KCLOUD_EMULATOR_PROVIDERS
             line = self.proc.stdout.readline().strip()
             if not line.startswith("export "):
                 self.stop()
                 raise errors.KcloudError(f"the emulator did not start (said: {line!r})")
             key, _, value = line[len("export "):].partition("=")
+            if key == "KCLOUD_EMULATOR_PROVIDERS":
+                self.providers = served_providers(self.urls, value.strip('"').split())
+                break
             self.urls[key] = value
+        else:
+            self.stop()
+            raise errors.KcloudError("the emulator did not say which providers it serves")
 
     def state(self, key: str) -> dict:
         base = self.urls[key].split("/api/")[0].split("/v1")[0]
@@ -57,6 +66,16 @@ class Emulator:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def served_providers(urls: dict[str, str], announced: list[str]) -> list[str]:
+    """The providers to demo: those the emulator announced (in its order) that kcloud has and
+    whose URL variable (the data file's api_url_env) it exported. A provider kcloud has but the
+    emulator does not serve is left out: its real API would be asked otherwise."""
+    from kcloud import providers
+    known = providers.names()
+    return [p for p in announced
+            if p in known and providers.data(p)["api_url_env"] in urls and p in CREDENTIALS]
 
 
 def scratch_project(root: Path) -> Path:
@@ -102,16 +121,22 @@ def cmd_demo(args) -> int:
         for key, url in emulator.urls.items():
             print(f"export {key}={url}")
         env.update(emulator.urls)
-        for provider, _ in FLOWS:
+        flows = [(p, DEFCONFIGS.get(p, p)) for p in emulator.providers]
+        for provider, _ in flows:
             banner(f"Credentials for {provider} (in the demo's own HOME: {home})")
             print(f"$ scripts/{provider}_credentials.py set   # values read from stdin, never on the command line")
             subprocess.run([str(work / "scripts" / f"{provider}_credentials.py"), "set"], cwd=work, env=env,
                            input=CREDENTIALS[provider], text=True, check=True)
-        banner("Refresh the Kconfig menus from both providers' live APIs")
-        run(["make", "cloud-config"], work, env)
+        banner(f"Refresh the Kconfig menus from the live APIs of {', '.join(emulator.providers)}")
+        from kcloud import providers
+        if emulator.providers == providers.names():
+            run(["make", "cloud-config"], work, env)
+        else:                                   # only what the emulator serves
+            for provider in emulator.providers:
+                run(["make", f"cloud-config-{provider}"], work, env)
         run(["sh", "-c", "grep -h '\u2713' terraform/lambdalabs/kconfigs/Kconfig.compute.generated | head -5"], work, env,
             check=False)
-        for provider, defconfig in FLOWS:
+        for provider, defconfig in flows:
             sets = [f"SSH_CONFIG_PORT={ssh_port}", f"SSH_CONFIG_USER={os.environ.get('USER', 'root')}"] if ssh_port else []
             banner(f"{provider}: configure, bring up (falling back past sold-out tiers), use, destroy")
             run(["make", f"defconfig-{defconfig}", *sets], work, env)

@@ -1,7 +1,8 @@
 """`emulator [--scenario NAME|FILE] [--lambdalabs-port N] ...`: serve until SIGTERM/SIGINT.
 
-The first two stdout lines are `export` statements a shell can eval, so
-`eval "$(emulator ... | head -2)"`-style wrappers and tests can find the ports.
+The first stdout lines are `export` statements a shell can eval: each served provider's
+`<PROVIDER>_API_URL` (Lambda, then DataCrunch: `eval "$(emulator ... | head -2)"` finds the
+ports), then `KCLOUD_EMULATOR_PROVIDERS="lambdalabs datacrunch"`, the providers served.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         emulator.start()
-        print(f"export LAMBDALABS_API_URL={emulator.lambdalabs_url}")
-        print(f"export DATACRUNCH_API_URL={emulator.datacrunch_url}", flush=True)
+        for name, url in emulator.urls.items():    # <PROVIDER>_API_URL, as kcloud reads it
+            print(f"export {name.upper()}_API_URL={url}")
+        # Last, so `head -2` still gets the two URLs: which providers are served.
+        print(f'export KCLOUD_EMULATOR_PROVIDERS="{" ".join(emulator.urls)}"', flush=True)
         print(
             f"emulator: scenario {scenario.name}; admin: {emulator.lambdalabs_url.split('/api')[0]}/_emulator/state",
             file=sys.stderr,

@@ -96,6 +96,12 @@ class Emulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    @property
+    def urls(self) -> dict[str, str]:
+        """{provider: API base URL} of every provider API this emulator serves (kcloud's
+        provider names): demos and tests iterate over these, not over every provider kcloud has."""
+        return {name: server.url for name, server in self.servers.items()}
+
     def state(self) -> dict:
         """What GET /_emulator/state answers."""
         return self._state.snapshot({name: api.statuses for name, api in self.apis.items()})
