@@ -134,3 +134,25 @@ def test_launcher_exit_keeps_the_exit_code_and_every_line_of_output(tmp_path):
     assert ok.returncode == 0 and ok.stdout == in_process.stdout.rsplit("MODULES ", 1)[0]
     bad = subprocess.run([kcloud, "defconfig", "no-such-defconfig"], cwd=work, capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error: no defconfig named 'no-such-defconfig'")
+
+
+# -- make's plain Kconfig and cloud-config forms skip argparse (kconfig.commands.quick_args) --
+@pytest.mark.parametrize("argv", [
+    ["defconfig", "x"], ["defconfig", "--", "x"], ["defconfig", "--", "-x"], ["defconfig", "x", "--set", "A=1"],
+    ["defconfig", "--set", "A=1", "x", "--set", "B=2"], ["olddefconfig"], ["savedefconfig"],
+    ["savedefconfig", "--output", "f"], ["cloud-config"], ["cloud-config", "--provider", "lambdalabs"],
+    ["cloud-config", "--offline", "--provider", "datacrunch"], ["cloud-config", "--offline"]])
+def test_quick_args_are_what_argparse_parses(argv):
+    from kcloud.kconfig import commands
+    quick = commands.quick_args(argv)
+    assert quick is not None and vars(quick) == vars(cli.build_parser(argv[0]).parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", [
+    ["defconfig"], ["defconfig", "-h"], ["defconfig", "a", "b"], ["defconfig", "--set"], ["defconfig", "--set=A=1", "x"],
+    ["defconfig", "--", "a", "--set", "A=1"], ["defconfig", ""], ["olddefconfig", "x"], ["savedefconfig", "--out", "f"],
+    ["savedefconfig", "--output"], ["cloud-config", "--provider", "nope"], ["cloud-config", "--provider"],
+    ["cloud-config", "--offline", "--offline"], ["cloud-config", "-h"], ["-v", "defconfig", "x"], ["bringup"], []])
+def test_quick_args_leave_the_rest_to_argparse(argv):
+    from kcloud.kconfig import commands
+    assert commands.quick_args(argv) is None

@@ -166,21 +166,31 @@ def cmd_menuconfig(args) -> int:
 class _Args:
     """What argparse would hand the command (see quick_args)."""
 
-    debug = False
-
     def __init__(self, top: str, func, **values):
-        self.top, self.func = top, func
+        self.debug, self.top, self.func = False, top, func
         self.__dict__.update(values)
 
 
 def quick_args(argv: list[str]):
-    """The parsed arguments of `defconfig NAME [--set SYM=VAL]...`, `olddefconfig` or
-    `savedefconfig [--output FILE]` when argv is exactly one of these plain forms (what make
-    runs), else None: then the full argparse parser (register) handles it, help and errors
-    included. Building that parser costs more than half of what these targets do themselves."""
+    """The parsed arguments of `defconfig NAME [--set SYM=VAL]...`, `olddefconfig`,
+    `savedefconfig [--output FILE]` or `cloud-config [--provider NAME] [--offline]` when argv is
+    exactly one of these plain forms (what make runs), else None: then the full argparse parser
+    (register) handles it, help and errors included. Building that parser costs more than half
+    of what the Kconfig targets do themselves, and delays cloud-config's first request."""
     if not argv:
         return None
     top, rest = argv[0], argv[1:]
+    if top == "cloud-config":
+        values = {"provider": None, "offline": False}
+        while rest:
+            if rest[0] == "--offline" and not values["offline"]:
+                values["offline"], rest = True, rest[1:]
+            elif rest[0] == "--provider" and values["provider"] is None and len(rest) > 1 \
+                    and rest[1] in providers.names():
+                values["provider"], rest = rest[1], rest[2:]
+            else:
+                return None
+        return _Args(top, cmd_cloud_config, **values)
     if top == "olddefconfig":
         return _Args(top, cmd_olddefconfig) if not rest else None
     if top == "savedefconfig":
