@@ -112,8 +112,6 @@ def test_cloud_list_all_flags_a_deleted_checkout_and_orphans_removes_it(cloud, m
     assert gone_id not in other.make("cloud-list-all").stdout
 
 
-@pytest.mark.xfail(reason="the terraform path journals `launched` without the plan's price (tfvars candidates carry "
-                          "no price), so a machine that never became active has no launch price recorded", strict=False)
 def test_a_machine_that_never_booted_is_billed_at_its_launch_price(cloud, make_project):
     emu = cloud({"extends": "scarce", "lambdalabs": {"faults": [
         {"method": "POST", "path": "/instance-operations/launch", "nth": 1, "instance": "stuck"}]}})

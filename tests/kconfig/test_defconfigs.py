@@ -13,6 +13,10 @@ from kcloud.kconfig import generate, kbuild, paths
 
 # name -> (provider, CONFIG_TERRAFORM_<P>_INSTANCE_TYPE, boot timeout, unique key)
 EXPECTED = {
+    "any-h100-or-less": ("lambdalabs", "cheapest", 600, True),
+    "any-a100-or-less": ("lambdalabs", "cheapest", 600, True),
+    "any-8x-h100-or-less": ("lambdalabs", "cheapest", 1800, True),
+    "any-cheapest": ("lambdalabs", "cheapest", 600, True),
     "lambdalabs": ("lambdalabs", "cheapest", 600, True),
     "lambdalabs-shared-key": ("lambdalabs", "cheapest", 600, False),
     "lambdalabs-smart": ("lambdalabs", "gpu_1x_a10", 600, True),
@@ -242,3 +246,14 @@ def test_the_tripwire_itself_catches_network_and_shell(tmp_path, no_network):
     (tmp_path / "Kconfig").write_text('config X\n\tstring\n\tdefault "$(shell,echo hi)"\n')
     with pytest.raises(AssertionError):
         kconfiglib.Kconfig(str(tmp_path / "Kconfig"), warn_to_stderr=False)
+
+
+@pytest.mark.parametrize("name,group", [("any-h100-or-less", "H100_OR_LESS"), ("any-a100-or-less", "A100_OR_LESS"),
+                                        ("any-8x-h100-or-less", "8X_H100_OR_LESS"), ("any-cheapest", "CHEAPEST")])
+def test_cross_provider_defconfigs_name_a_ladder_group(tree, no_network, name, group):
+    from kcloud import ladder
+    kbuild.defconfig(name)
+    s = kconfig_config.load_settings(tree / ".config")
+    assert s.any_group == group and ladder.check_group(group) == group
+    kbuild.defconfig("lambdalabs-h100-or-less")
+    assert kconfig_config.load_settings(tree / ".config").any_group == ""

@@ -97,6 +97,40 @@ class HttpPolicy:
         )
 
 
+class SharedInterval:
+    """At most one request per `interval` seconds across every process of this user for this
+    provider: the time of the last one in $XDG_STATE_HOME/kcloud/limits/<provider>-<kind>, read
+    and written under an flock (held while waiting, so concurrent launchers queue)."""
+
+    def __init__(self, provider: str, kind: str, interval: float):
+        base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        self.path = os.path.join(base, "kcloud", "limits", f"{provider}-{kind}")
+        self.interval = float(interval)
+
+    def acquire(self) -> float:
+        import fcntl
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return 0.0                       # no state directory: the in-process bucket still applies
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                last = float(os.pread(fd, 64, 0).decode() or 0)
+            except ValueError:
+                last = 0.0
+            wait = min(self.interval, max(0.0, last + self.interval - time.time()))
+            if wait:
+                time.sleep(wait)
+            stamp = f"{time.time():.3f}".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, stamp, 0)
+            return wait
+        finally:
+            os.close(fd)
+
+
 def make_limiters(rate_limits: dict, **clock) -> dict[str, RateLimiter]:
     """{"general": {per_second, burst}, "launch": {interval_s, burst}} -> limiters."""
     return {name: RateLimiter(lim.get("per_second") or 1.0 / lim["interval_s"], lim.get("burst", 1), **clock)
@@ -119,6 +153,10 @@ class ApiClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.limiters = make_limiters(policy.rate_limits)
+        # Interval limits (a launch per 12 s) hold per account, not per process: every terraform
+        # apply starts a fresh plugin, so the last launch time is shared through a file.
+        self.shared = {name: SharedInterval(provider, name, lim["interval_s"])
+                       for name, lim in policy.rate_limits.items() if name != "general" and lim.get("interval_s")}
         self.requests_sent = 0
         self._count_lock = threading.Lock()
 
@@ -130,9 +168,13 @@ class ApiClient:
         `kind` names the extra limiter this request also needs (e.g. "launch").
         `expect` is "json", "text" (plain-text ids) or "none".
         """
-        for name in {"general", kind}:
+        # The scarce token first (a launch may wait 12 s), then the general one: taken the other
+        # way round, the request after a long launch wait would follow it at once.
+        for name in dict.fromkeys((kind, "general")):
             if name in self.limiters:
                 self.limiters[name].acquire()
+        if kind in self.shared:
+            self.shared[kind].acquire()
         url = self.base_url + path
         with self._count_lock:
             self.requests_sent += 1

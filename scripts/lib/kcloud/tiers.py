@@ -38,6 +38,7 @@ class Candidate:
     region: str
     tier: str
     price: float
+    provider: str = ""             # set by cross-provider plans (kcloud.ladder); "" = the plan's own
 
 
 @dataclass

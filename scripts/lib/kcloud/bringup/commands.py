@@ -16,7 +16,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kcloud import errors, providers, tiers
+from dataclasses import replace
+
+from kcloud import errors, ladder, providers, tiers
 from kcloud.bringup import hostfiles, sshkeys
 from kcloud.launch import inflight
 from kcloud.launch.failover import terminate_verified
@@ -81,83 +83,68 @@ def _claimed_only(provider, owner: Owner, listing: list) -> list:
 # -- bringup ----------------------------------------------------------------------------
 def preflight(settings, project: Project):
     """Every check that can fail before anything is launched; one clear line each."""
-    from kcloud.tfprovider.runner import terraform_binary
     provider = providers.get(settings.provider)
     provider.credentials()                       # present, 0600, well formed
+    _tools()
+    provider.ssh_keys()                          # the key is accepted by the API (AuthError otherwise)
+    return provider
+
+
+def _tools() -> None:
+    from kcloud.tfprovider.runner import terraform_binary
     terraform_binary()                           # raises with the fix when missing
     for tool, package in (("ssh-keygen", "openssh-client"), ("ssh", "openssh-client")):
         if not shutil.which(tool):
             raise errors.ConfigError(f"{tool} not found", hint=f"install {package}")
     if not (Path(sys.prefix) / "bin" / "ansible-playbook").exists() and not shutil.which("ansible-playbook"):
         raise errors.ConfigError("ansible-playbook not found", hint="run 'make' to install ansible-core into .venv")
-    provider.ssh_keys()                          # the key is accepted by the API (AuthError otherwise)
-    return provider
 
 
 def cmd_bringup(args) -> int:
     project = Project.here()
     settings = _settings(project)
     with project.lock("bringup"), inflight.launching(project.launching_lock):
-        provider = preflight(settings, project)
+        clouds, skipped = _clouds(settings, project)
         from kcloud.launch import registry
         registry.record(project.identity(create=True), project.root)    # cost --all, cloud-list-all
         journal = Journal(project.journal_path)
         events = journal.events()
-        owner = owner_of(project, provider, settings, events)
-        running = [i for i in provider.instances() if i.state in (PENDING, ACTIVE) and owner.owns(i)]
-        elsewhere = _running_elsewhere(project, settings, events)
-        catalog = provider.catalog()             # fresh capacity: decide at launch time
-        plan = tiers.plan(settings.provider, settings.selection, catalog)
-        for line in tiers.trace(plan):
+        running = {}
+        for name, prov in clouds.items():
+            owner = owner_of(project, prov, settings if name == settings.provider else None, events)
+            running[name] = [i for i in prov.instances() if i.state in (PENDING, ACTIVE) and owner.owns(i)]
+        catalogs = _catalogs(clouds)             # fresh capacity: decide at launch time
+        make_plan = _planner(settings, skipped)
+        plan = make_plan(catalogs)
+        for line in (ladder.trace(plan) if settings.any_group else tiers.trace(plan)):
             _say(line)
-        stale = _not_what_config_asks(settings, catalog, running) + elsewhere
+        stale = _stale(settings, plan, catalogs, clouds, running) + \
+            [x for x in _running_elsewhere(project, settings, events) if x[0].name not in clouds]
+        asked_on = "any configured provider" if settings.any_group else clouds[settings.provider].title
         if stale and not getattr(args, "replace", False):
             what = "; ".join(f"{i.name} = {i.instance_type} in {i.region} on {p.title}" for p, i in stale)
             raise errors.ConfigError(
-                f"already running for this directory: {what}; .config now asks for "
-                f"{_asked(settings, plan)} on {provider.title}",
+                f"already running for this directory: {what}; .config now asks for {_asked(settings, plan)} "
+                f"on {asked_on}",
                 hint="make destroy first, or make bringup REPLACE=1 to terminate it and launch what .config asks")
         for prov, inst in stale:
             _say(f"Replacing {inst.name} ({inst.instance_type} in {inst.region}, {inst.id}) as asked ...")
             if not terminate_verified(prov, inst.id, journal.record):
                 raise errors.TransientError(f"{prov.name}: {inst.id} could not be terminated",
                                             hint="it may still be running: run make destroy")
-        adopted = [i for i in running if i not in [x for _p, x in stale] and i.name == settings.host_name]
+        gone = {i.id for _p, i in stale}
+        adopted = [tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour, name)
+                   for name, insts in running.items() for i in insts
+                   if i.id not in gone and i.name == settings.host_name][:1]
         plan = _within_budget(settings, plan)
         wait_s = settings.wait_timeout if getattr(args, "wait", None) is None else args.wait
         if not plan.candidates and not adopted and not wait_s:   # nothing launched, no key uploaded
-            raise errors.CapacityError(f"{provider.name}: {tiers.no_capacity_advice(plan)}", provider=provider.name)
-
-        name, private, public = sshkeys.local_key(project, settings)
-        key = sshkeys.ensure_uploaded(provider, name, public.read_text(errors="replace"),
-                                      create=settings.ssh_key_auto_create)
-        journal.record({"event": "ssh-key", "provider": provider.name, "name": key.name, "key_id": key.id,
-                        "unique": settings.ssh_key_unique})
-
-        from kcloud.tfprovider import runner
-        tf = runner.Terraform(project.terraform_dir(settings.provider), binary=_terraform_binary(settings),
-                              env={inflight.OWNER_ENV: str(os.getpid()),
-                                   inflight.LOCK_ENV: str(project.launching_lock)})
-
-        def attempt(candidates) -> bool:
-            """terraform apply over these candidates; False when every one lost its race and
-            we are waiting (the walk confirmed nothing of ours is left running)."""
-            vars_file = runner.render_tfvars(tf.root, name=settings.host_name, candidates=candidates,
-                                             ssh_key_id=key.id, ssh_key_name=key.name, image=settings.image,
-                                             boot_timeout=settings.boot_timeout, journal_path=project.journal_path,
-                                             progress_file=project.progress_path, cloud=settings.provider,
-                                             owner=project.identity(create=True))
-            _say("")
-            _say(f"Provisioning {settings.host_name} on {provider.title} with terraform ...")
-            try:
-                with _tail(project.progress_path):
-                    tf.init()
-                    tf.apply(vars_file, on_line=_terraform_line)
-            except runner.TerraformError as exc:
-                if wait_s and _lost_every_race(exc):
-                    return False
-                raise
-            return True
+            if settings.any_group:
+                raise errors.CapacityError(f"no capacity for any of the types of {plan.label} on "
+                                           f"{', '.join(plan.providers) or 'any provider'}",
+                                           hint="wait for capacity (make bringup WAIT=2h) or widen the group")
+            raise errors.CapacityError(f"{settings.provider}: {tiers.no_capacity_advice(plan)}",
+                                       provider=settings.provider)
 
         if settings.max_lifetime or settings.max_spend is not None:
             from kcloud.launch import watchdog
@@ -168,15 +155,33 @@ def cmd_bringup(args) -> int:
             _say(f"Watchdog (pid {pid}) guards the limits: " + ", ".join(filter(None, [
                 f"lifetime {settings.max_lifetime:.0f} s" if settings.max_lifetime else "",
                 f"spend ${settings.max_spend:.2f}" if settings.max_spend is not None else ""])))
+
+        launchers: dict[str, _Launcher] = {}
+
+        def attempt(candidates) -> bool:
+            """Walk the candidates cloud by cloud (a block of one cloud = one terraform apply);
+            False when every candidate lost its race and we may wait on."""
+            parts = ladder.blocks([c if c.provider else replace(c, provider=settings.provider) for c in candidates])
+            for i, (name, block) in enumerate(parts):
+                launcher = launchers.get(name) or launchers.setdefault(
+                    name, _Launcher(project, settings, clouds[name], journal))
+                last = i == len(parts) - 1
+                if launcher.apply(block, may_lose=bool(wait_s) or not last):
+                    chosen.append(launcher)
+                    return True
+                if not last:
+                    _say(f"{clouds[name].title}: every candidate lost its race; "
+                         f"next: {clouds[parts[i + 1][0]].title}")
+            return False
+
+        chosen: list[_Launcher] = []
         try:
-            launched = False
-            if plan.candidates or adopted:
-                launched = attempt(plan.candidates or [
-                    tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour) for i in adopted])
+            launched = bool((plan.candidates or adopted) and attempt(adopted or plan.candidates))
             if not launched:
-                _wait(provider, settings, plan, catalog, attempt, wait_s)
+                _wait(clouds, settings, plan, catalogs, make_plan, attempt, wait_s)
         except BaseException as exc:
-            left = _after_failure(provider, project, settings, key)
+            left = "; ".join(x for x in (l.after_failure() for l in launchers.values()) if x) or \
+                "the API confirms no instance of this directory is running"
             if isinstance(exc, KeyboardInterrupt):
                 raise errors.KcloudError("interrupted: " + left) from None
             if isinstance(exc, errors.KcloudError):
@@ -185,11 +190,16 @@ def cmd_bringup(args) -> int:
                 else:
                     exc.hint = left          # the API was just asked: this is what is left
             raise
-        out = tf.output()
+        launcher = chosen[0]
+        for other in launchers.values():        # keys uploaded to clouds that lost every race
+            if other is not launcher:
+                other.after_failure()
+        provider = launcher.provider
+        out = launcher.tf.output()
 
-        user = settings.ssh_user or provider.login_user
-        host = hostfiles.Host(settings.host_name, out["ip"], user, settings.ssh_port, private,
-                              provider=settings.provider)
+        user = settings.ssh_user if settings.ssh_user and provider.name == settings.provider else provider.login_user
+        host = hostfiles.Host(settings.host_name, out["ip"], user, settings.ssh_port, launcher.private,
+                              provider=provider.name)
         try:
             hostfiles.write(project, [host], settings.ssh_config_update)
         except errors.KcloudError as exc:
@@ -206,9 +216,10 @@ def cmd_bringup(args) -> int:
                 hint="make bringup to finish preparing it, or make destroy to stop paying") from None
 
         _say("")
-        _say(f"Ready: {settings.host_name} = {out['instance_type']} in {out['region']} "
+        where = f" on {provider.title}" if settings.any_group else ""
+        _say(f"Ready: {settings.host_name} = {out['instance_type']} in {out['region']}{where} "
              f"at ${float(out['price_per_hour']):.2f}/h")
-        _notify(settings, "ready", instance_type=out["instance_type"], region=out["region"],
+        _notify(settings, "ready", provider=provider.name, instance_type=out["instance_type"], region=out["region"],
                 price=float(out["price_per_hour"]), message=f"{settings.host_name} is ready")
         _say(f"  ssh {settings.host_name}" if settings.ssh_config_update else
              f"  ssh -F {project.ssh_config} {settings.host_name}")
@@ -216,7 +227,101 @@ def cmd_bringup(args) -> int:
     return 0
 
 
-def _within_budget(settings, plan):
+class _Launcher:
+    """One cloud's part of a bringup: its key in the account, its terraform root, its walk."""
+
+    def __init__(self, project: Project, settings, provider, journal: Journal):
+        self.project, self.settings, self.provider, self.journal = project, settings, provider, journal
+        name, self.private, public = sshkeys.local_key(project, settings)
+        if settings.ssh_key_unique:
+            name = project.unique_key_name(provider.name)
+        self.key = sshkeys.ensure_uploaded(provider, name, public.read_text(errors="replace"),
+                                           create=settings.ssh_key_auto_create)
+        journal.record({"event": "ssh-key", "provider": provider.name, "name": self.key.name, "key_id": self.key.id,
+                        "unique": settings.ssh_key_unique})
+        from kcloud.tfprovider import runner
+        self.runner = runner
+        self.tf = runner.Terraform(project.terraform_dir(provider.name), binary=_terraform_binary(settings),
+                                   env={inflight.OWNER_ENV: str(os.getpid()),
+                                        inflight.LOCK_ENV: str(project.launching_lock)})
+
+    def apply(self, candidates, may_lose: bool) -> bool:
+        """terraform apply over these candidates; False when every one lost its race and the
+        caller may go on (the walk confirmed nothing of ours is left running)."""
+        s, project = self.settings, self.project
+        vars_file = self.runner.render_tfvars(
+            self.tf.root, name=s.host_name, candidates=candidates, ssh_key_id=self.key.id,
+            ssh_key_name=self.key.name, image=s.image if self.provider.name == s.provider else "",
+            boot_timeout=s.boot_timeout, journal_path=project.journal_path, progress_file=project.progress_path,
+            cloud=self.provider.name, owner=project.identity(create=True))
+        self.journal.record({"event": "offer", "provider": self.provider.name,    # the launch price (make cost)
+                             "prices": {f"{c.instance_type}@{c.region}": c.price for c in candidates if c.price}})
+        _say("")
+        _say(f"Provisioning {s.host_name} on {self.provider.title} with terraform ...")
+        try:
+            with _tail(project.progress_path):
+                self.tf.init()
+                self.tf.apply(vars_file, on_line=_terraform_line)
+        except self.runner.TerraformError as exc:
+            if may_lose and _lost_every_race(exc):
+                return False
+            raise
+        return True
+
+    def after_failure(self) -> str:
+        return _after_failure(self.provider, self.project, self.settings, self.key)
+
+
+def _clouds(settings, project: Project) -> tuple[dict, dict[str, str]]:
+    """The providers this bringup may use, preflighted: .config's, or with a cross-provider
+    group every provider whose credentials are present (the others skipped with one line)."""
+    if not settings.any_group:
+        return {settings.provider: preflight(settings, project)}, {}
+    clouds, skipped = {}, {}
+    for name in providers.names():
+        prov = providers.get(name)
+        try:
+            prov.credentials()
+        except errors.CredentialsError as exc:
+            skipped[name] = f"no credentials: {exc.line()}"     # one line, in the trace
+            continue
+        clouds[name] = prov
+    if not clouds:
+        raise errors.CredentialsError("no provider has credentials",
+                                      hint="set them with scripts/<provider>_credentials.py set")
+    _tools()
+    for prov in clouds.values():
+        prov.ssh_keys()                          # the credentials are accepted (AuthError otherwise)
+    return clouds, skipped
+
+
+def _catalogs(clouds: dict) -> dict:
+    if len(clouds) == 1:
+        return {name: prov.catalog() for name, prov in clouds.items()}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(clouds)) as pool:
+        futures = {name: pool.submit(prov.catalog) for name, prov in clouds.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def _planner(settings, skipped: dict[str, str]):
+    """catalogs -> plan: one provider's tiers, or the shared ladder over several."""
+    if settings.any_group:
+        return lambda cats: ladder.plan(settings.any_group, cats, settings.selection.max_price, skipped=skipped)
+    return lambda cats: tiers.plan(settings.provider, settings.selection, cats[settings.provider])
+
+
+def _stale(settings, plan, catalogs: dict, clouds: dict, running: dict) -> list:
+    """Our running machines that .config no longer describes."""
+    if not settings.any_group:
+        name = settings.provider
+        return _not_what_config_asks(settings, catalogs[name], running[name])
+    accepted = {(c.provider, c.instance_type) for _t, checks in plan.tiers for c in checks}
+    return [(clouds[name], i) for name, insts in running.items() for i in insts
+            if i.name != settings.host_name or (name, i.instance_type) not in accepted]
+
+
+def _within_budget(settings, plan, quiet: bool = False):
     """KCLOUD_MAX_SPEND with KCLOUD_MAX_LIFETIME: drop candidates whose price x lifetime exceeds
     the cap (a trace line each); refuse when that leaves none of those that had capacity."""
     if settings.max_spend is None or not settings.max_lifetime:
@@ -225,7 +330,7 @@ def _within_budget(settings, plan):
     hours = settings.max_lifetime / 3600
     kept = [c for c in plan.candidates if c.price * hours <= settings.max_spend]
     for c in plan.candidates:
-        if c not in kept:
+        if c not in kept and not quiet:
             _say(f"  {c.instance_type} {c.region}: ${c.price:.2f}/h x {hours:g} h = ${c.price * hours:.2f} "
                  f"> spend cap ${settings.max_spend:.2f}: skipped")
     if plan.candidates and not kept:
@@ -256,28 +361,33 @@ def _lost_every_race(exc) -> bool:
     return "no candidate could be launched" in text and "may still be running" not in text
 
 
-def _wait(provider, settings, plan, catalog, attempt, wait_s: float) -> None:
-    """Nothing launched yet: poll capacity (one request per poll) and launch when it appears."""
-    from dataclasses import replace
+def _wait(clouds: dict, settings, plan, catalogs: dict, make_plan, attempt, wait_s: float) -> None:
+    """Nothing launched yet: poll capacity (one request per poll and provider) and launch when
+    it appears, still in plan order (a higher tier seen in the same poll wins)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace as _replace
 
     from kcloud.launch.wait import Schedule, format_duration, wait_for_capacity
-    policy = providers.data(settings.provider).get("wait", {})
+    floors = [float(providers.data(n).get("wait", {}).get("poll_floor_s", 2.0)) for n in clouds]
+    ceilings = [float(providers.data(n).get("wait", {}).get("poll_ceiling_s", 6.0)) for n in clouds]
+    where = ", ".join(p.title for p in clouds.values())
     _say("")
-    _say(f"Nothing of {_asked(settings, plan)} can be had on {provider.title} now; waiting up to "
+    _say(f"Nothing of {_asked(settings, plan)} can be had on {where} now; waiting up to "
          f"{format_duration(wait_s)} for capacity (Ctrl-C leaves nothing running) ...")
 
     def check():
-        fresh = replace(catalog, capacity=provider.capacity())
-        return tiers.plan(settings.provider, settings.selection, fresh).candidates
+        with ThreadPoolExecutor(len(clouds)) as pool:
+            fresh = {n: pool.submit(p.capacity) for n, p in clouds.items()}
+            cats = {n: _replace(catalogs[n], capacity=f.result()) for n, f in fresh.items()}
+        return _within_budget(settings, make_plan(cats), quiet=True).candidates
 
     outcome = wait_for_capacity(check, attempt, timeout=wait_s, say=_say,
-                                schedule=Schedule(float(policy.get("poll_floor_s", 2.0)),
-                                                  float(policy.get("poll_ceiling_s", 6.0))))
+                                schedule=Schedule(max(floors), max(ceilings)))
     _say(f"  capacity after {format_duration(outcome.elapsed)} ({outcome.polls} polls)")
 
 
-def _notify(settings, event: str, *, instance_type: str = "", region: str = "", price: float = 0.0,
-            message: str = "") -> None:
+def _notify(settings, event: str, *, provider: str = "", instance_type: str = "", region: str = "",
+            price: float = 0.0, message: str = "") -> None:
     """CONFIG_KCLOUD_NOTIFY_COMMAND, as a list of words (never a shell), outcome in the env."""
     if not settings.notify_command:
         return
@@ -288,7 +398,7 @@ def _notify(settings, event: str, *, instance_type: str = "", region: str = "", 
         _say(f"notify command not run: {exc}")
         return
     env = {**os.environ, "KCLOUD_EVENT": event, "KCLOUD_HOST": settings.host_name,
-           "KCLOUD_PROVIDER": settings.provider, "KCLOUD_INSTANCE_TYPE": instance_type,
+           "KCLOUD_PROVIDER": provider or settings.provider, "KCLOUD_INSTANCE_TYPE": instance_type,
            "KCLOUD_REGION": region, "KCLOUD_PRICE_PER_HOUR": f"{price:.2f}", "KCLOUD_MESSAGE": message}
     try:
         proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)

@@ -117,6 +117,18 @@ def records(root: Path) -> tuple[list[dict], list[str]]:
     return events, notes
 
 
+def _offered(events: list[dict], bill, launched: dict | None) -> list[dict]:
+    """The plan's price for this (type, region), journalled by bringup just before the walk that
+    launched it (`offer` events): a machine that never became active still has its launch price."""
+    if not launched:
+        return []
+    key = f"{bill.instance_type}@{bill.region}"
+    t = _ms(launched) or 0
+    offers = [e for e in events if e.get("event") == "offer" and e.get("provider") == bill.provider
+              and (_ms(e) or 0) <= t and isinstance(e.get("prices"), dict)]
+    return [{"price_per_hour": offers[-1]["prices"].get(key)}] if offers else []
+
+
 def bills(events: list[dict], now_ms: int | None = None) -> list[Bill]:
     """One Bill per instance the events show launched (or adopted), in launch order."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -146,7 +158,8 @@ def bills(events: list[dict], now_ms: int | None = None) -> list[Bill]:
         bill = Bill(provider, iid, name=first("name"), instance_type=first("instance_type"), region=first("region"),
                     increment_s=int(rule["increment_s"]), minimum_s=int(rule["minimum_s"]))
         # Price recorded at launch: the API's price of the running instance, else the plan's.
-        for source, candidates in (("active", active), ("launched", [launched] if launched else [])):
+        for source, candidates in (("active", active), ("launched", [launched] if launched else []),
+                                   ("offer", _offered(events, bill, launched or found))):
             prices = [e.get("price_per_hour") for e in candidates]
             prices = [p for p in prices if isinstance(p, (int, float)) and not isinstance(p, bool) and p > 0]
             if prices:

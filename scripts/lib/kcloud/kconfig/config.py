@@ -66,6 +66,7 @@ class _Settings:     # the frozen dataclass `Settings`, made on first use (_sett
     notify_command: str = ""    # KCLOUD_NOTIFY_COMMAND: run (no shell) when ready or when the wait gives up
     max_lifetime: float = 0.0   # KCLOUD_MAX_LIFETIME (seconds); 0 = none. Enforced by the watchdog
     max_spend: float | None = None  # KCLOUD_MAX_SPEND (USD) for this directory's machines; None = none
+    any_group: str = ""         # KCLOUD_ANY + KCLOUD_ANY_GROUP: a cross-provider group of the shared ladder; "" = provider only
 
     @property
     def ssh_genkey(self) -> bool:
@@ -265,14 +266,8 @@ def _resolve(path: str | os.PathLike, parse, make):
         notify_command=values.get("KCLOUD_NOTIFY_COMMAND", ""),
         max_lifetime=_duration(values, "KCLOUD_MAX_LIFETIME"),
         max_spend=_spend(values.get("KCLOUD_MAX_SPEND", "")),
+        any_group=values.get("KCLOUD_ANY_GROUP", "") if _bool(values, "KCLOUD_ANY", False) else "",
     )
-
-
-def _wait_timeout(values: dict[str, str]) -> float:
-    if not _bool(values, "KCLOUD_WAIT_FOR_CAPACITY", False):
-        return 0.0
-    from kcloud.launch.wait import parse_duration
-    return parse_duration(values.get("KCLOUD_WAIT_TIMEOUT", "2h") or "2h", "CONFIG_KCLOUD_WAIT_TIMEOUT")
 
 
 def _duration(values: dict[str, str], symbol: str) -> float:
@@ -289,6 +284,13 @@ def _spend(text: str) -> float | None:
     if not _PRICE.match(text) or float(text) <= 0:
         raise ConfigError(f'CONFIG_KCLOUD_MAX_SPEND="{text}" is not an amount in USD', hint='use e.g. "25" or ""')
     return float(text)
+
+
+def _wait_timeout(values: dict[str, str]) -> float:
+    if not _bool(values, "KCLOUD_WAIT_FOR_CAPACITY", False):
+        return 0.0
+    from kcloud.launch.wait import parse_duration
+    return parse_duration(values.get("KCLOUD_WAIT_TIMEOUT", "2h") or "2h", "CONFIG_KCLOUD_WAIT_TIMEOUT")
 
 
 def extra_vars(raw_values: dict[str, str]) -> dict[str, object]:
