@@ -3,7 +3,8 @@
 Evaluating Kconfig never touches the network: the tree has no $(shell ...), and the only
 input besides the Kconfig files is the environment from paths.kconfig_env() (srctree and
 which fragment set each provider uses). Every file written here is written atomically,
-and .config is validated (config.load_settings) before it replaces the previous one.
+and .config is validated (config.check_settings: what load_settings checks) before it replaces
+the previous one.
 
 `defconfig()` is the in-process entry point the benchmark times. These targets should cost
 little more than kconfiglib parsing the tree (issue 7): paths are strings (kconfig.files),
