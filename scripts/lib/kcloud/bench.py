@@ -542,8 +542,8 @@ class MarketServer:
 class MarketClient:
     """kcloud's side of one bringup, as kcloud.http.ApiClient sends: every request passes the
     client limiters (kcloud.http.RateLimiter from make_limiters, on the virtual clock) first --
-    general, then the request's own kind: one of the two orders ApiClient.call's set can take,
-    and the harder one (a general token taken before a launch's 12 s wait) -- and a 429 is
+    the request's own kind first (a launch's 12 s wait), then general, as ApiClient.call does --
+    and a 429 is
     retried after its Retry-After, past the limiters, up to the data file's `retries`, as the
     urllib3 Retry policy does."""
 
@@ -556,7 +556,7 @@ class MarketClient:
         self.sent = 0
 
     def _call(self, kind: str, fn, *args):
-        for name in ("general", kind) if kind != "general" else ("general",):
+        for name in (kind, "general") if kind != "general" else ("general",):   # as ApiClient.call: scarce first
             self.limiters[name].acquire()
         for attempt in range(self.retries + 1):
             self.sent += 1
@@ -602,8 +602,12 @@ def _run_kcloud(server: MarketServer, clock: VirtualClock, limits: dict, plan_of
 
     def attempt(candidates) -> bool:
         clock.sleep(TERRAFORM_APPLY_S)
+        # A new plugin process: fresh in-process buckets, but the launch interval is shared
+        # through a file by every process of the user (kcloud.http.SharedInterval).
+        own = make_limiters(limits, clock=clock, sleep=clock.sleep)
+        own["launch"] = poller.limiters["launch"]
         plugins.append(MarketClient(server, limits, clock, retries, tag=f"plugin {len(plugins) + 1}",
-                                    limiters=poller.limiters if one_bucket else None))
+                                    limiters=poller.limiters if one_bucket else own))
         try:
             launch_first(plugins[-1], candidates, name="kdevops-gpu", ssh_key=SshKey("k", "k", ""),
                          boot_timeout=600, poll_interval=5, sleep=clock.sleep)
