@@ -82,3 +82,18 @@ def test_ctrl_c_while_waiting_leaves_nothing(cloud, make_project):
     assert proc.returncode != 0 and "Traceback" not in out + err
     assert "interrupted" in err
     assert audit(emu) == CLEAN
+
+
+def test_waits_through_20_s_of_a_sold_out_market_until_capacity_is_scheduled(cloud, make_project):
+    emu = cloud({"extends": "empty", "lambdalabs": {"market": {"schedule": [
+        {"at": "20s", "type": "gpu_1x_a10", "region": "us-west-1", "machines": 1}]}}})
+    p = make_project(emu)
+    p.make("defconfig-lambdalabs-h100-or-less")
+    started = time.monotonic()
+    out = p.make("bringup", "WAIT=3m").stdout
+    assert time.monotonic() - started >= 20
+    assert "capacity for gpu_1x_a10@us-west-1" in out and "Ready: kdevops-gpu = gpu_1x_a10" in out
+    launches = [r for r in emu.state()["requests"] if r["path"].endswith("/instance-operations/launch")]
+    assert len(launches) == 1                                  # no launch was wasted while sold out
+    p.make("destroy")
+    assert audit(emu) == CLEAN

@@ -59,6 +59,14 @@ class Emulator:
         with urllib.request.urlopen(f"{base}/_emulator/state", timeout=10) as r:
             return json.load(r)
 
+    def admin(self, key: str, what: str, body: dict) -> dict:
+        """POST /_emulator/<what> on the port of `key` (e.g. capacity changes for a scene)."""
+        base = self.urls[key].split("/api/")[0].split("/v1")[0]
+        req = urllib.request.Request(f"{base}/_emulator/{what}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -160,12 +168,46 @@ def cmd_demo(args) -> int:
             banner(f"{provider}: emulator audit: {left_i} instances, {left_k} SSH keys, "
                    f"{sum(left.values()) - left_i - left_k} volumes/scripts/file systems left")
             audit_ok &= left_i == 0 and left_k == 0 and not left
+        if {"lambdalabs", "datacrunch"} <= set(emulator.providers):
+            audit_ok &= _market_scene(emulator, work, env, ssh_port)
         banner(f"Demo finished in {time.monotonic() - started:.0f} s; audit {'clean' if audit_ok else 'NOT CLEAN'}")
         return 0 if audit_ok else 1
     finally:
         if emulator:
             emulator.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _market_scene(emulator: Emulator, work: Path, env: dict, ssh_port: int | None) -> bool:
+    """Issue 8: one list across both clouds, waiting out a sold-out market, the bill."""
+    banner("Both clouds in one list: the merged live offers")
+    run([str(work / "scripts" / "kcloud"), "offers", "--gpu", "H100"], work, env)
+    banner("Everything sold out on both clouds; bringup waits (WAIT=2m) and takes the first H100 that appears")
+    for key in ("LAMBDALABS_API_URL", "DATACRUNCH_API_URL"):
+        emulator.admin(key, "capacity", {"instance_type": "*", "region": "*", "count": 0})
+    sets = [f"SSH_CONFIG_PORT={ssh_port}", f"SSH_CONFIG_USER={os.environ.get('USER', 'root')}"] if ssh_port else []
+    run(["make", "defconfig-any-h100-or-less", *sets], work, env)
+    print("$ make bringup WAIT=2m   # (the demo opens an H100 on DataCrunch after 8 s)", flush=True)
+    proc = subprocess.Popen(["make", "--no-print-directory", "bringup", "WAIT=2m"], cwd=work, env=env,
+                            stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(8)
+        emulator.admin("DATACRUNCH_API_URL", "capacity", {"instance_type": "1H100.80S.30V", "region": "FIN-01",
+                                                          "count": 1})
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+    if code:
+        raise errors.KcloudError(f"demo step failed: make bringup WAIT=2m (exit {code})")
+    run(["make", "status"], work, env)
+    run(["make", "destroy"], work, env)
+    banner("What this directory paid, at the price recorded at launch, by the provider's billing increment")
+    run(["make", "cost"], work, env)
+    left = {k: n for k, n in emulator.state("LAMBDALABS_API_URL").get("billable", {}).items() if n}
+    banner(f"market scene: emulator audit: {'nothing left' if not left else left}")
+    return not left
 
 
 def register(sub) -> None:

@@ -104,7 +104,7 @@ def _price(text: str) -> float:
 
 
 def register(sub) -> None:
-    o = sub.add_parser("offers", help="merged live offers of every provider with credentials")
+    o = sub.add_parser("offers", help="merged live offers of every provider: GPUs, VRAM, $/h, billing, capacity")
     o.add_argument("--gpu", default="", help="GPU model to match, e.g. H100, A100, B200")
     o.add_argument("--max-price", type=_price, default=None, metavar="USD", help="at most this much per hour")
     o.add_argument("--available-only", action="store_true", help="only offers with capacity now")
