@@ -71,7 +71,7 @@ system-deps: ## Install Debian packages kcloud runs (openssh-server for the emul
 	@scripts/install-system-deps
 
 test: $(TEST_STAMP) system-deps ## Run the whole test suite
-	@$(VENV)/bin/python -m pytest -q -n 3 --dist worksteal tests   # end-to-end tests mostly wait (boots, SSH): 3 workers on 2 cores
+	@$(VENV)/bin/python -m pytest -q -n 6 --dist worksteal tests   # end-to-end tests mostly wait (boots, SSH): 6 workers on 2 cores
 
 demo: deps system-deps ## The main job end to end on the bundled emulator
 	@$(KCLOUD) $(VERBOSE) demo

@@ -10,6 +10,8 @@ import pytest
 from kcloud.demo import scratch_project
 from kcloud.emulator import start
 
+from e2e_helpers import processes_under
+
 REPO = Path(__file__).resolve().parents[2]
 CREDS = {"LAMBDALABS_API_KEY": "emulator-key", "DATACRUNCH_CLIENT_ID": "emulator-client",
          "DATACRUNCH_CLIENT_SECRET": "emulator-secret"}
@@ -58,21 +60,6 @@ def cloud(tmp_path_factory):
         emu.stop()
 
 
-def _processes_under(root: Path) -> list[tuple[int, str]]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if cwd == str(root) or cwd.startswith(f"{root}/"):
-            found.append((int(pid), cmd.strip()))
-    return found
-
-
 @pytest.fixture
 def make_project(tmp_path_factory):
     roots = []
@@ -92,7 +79,7 @@ def make_project(tmp_path_factory):
     deadline = time.monotonic() + 30
     left = []
     for root in roots:
-        while (left := _processes_under(root)) and time.monotonic() < deadline:
+        while (left := processes_under(root)) and time.monotonic() < deadline:
             time.sleep(0.2)
         for pid, _cmd in left:
             try:

@@ -50,3 +50,25 @@ def clear_faults(emulator, provider: str) -> None:
     base = emulator.lambdalabs_url if provider == "lambdalabs" else emulator.datacrunch_url
     root = base.split("/", 3)[:3]
     requests.delete("/".join(root) + "/_emulator/faults", timeout=10).raise_for_status()
+
+
+def launches(emulator, provider: str = "lambdalabs") -> list[dict]:
+    """Launch requests the emulator saw (Lambda's launch, DataCrunch's instance create)."""
+    return [r for r in emulator.state()["requests"] if r["provider"] == provider and r["method"] == "POST"
+            and r["path"].endswith(("/instance-operations/launch", "/instances"))]
+
+
+def processes_under(root) -> list[tuple[int, str]]:
+    """Processes whose working directory is `root` or below (terraform, the plugin, a bringup)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == str(root) or cwd.startswith(f"{root}/"):
+            found.append((int(pid), cmd.strip()))
+    return found

@@ -1,17 +1,12 @@
 """`make bringup` / `make destroy` for real: terraform with the kcloud provider, Ansible over
 real SSH to the emulator's sshd. Every test ends with a leak audit of /_emulator/state."""
-import json
 import subprocess
 import threading
 
-from e2e_helpers import audit, kill_group, wait_for
+from e2e_helpers import audit, kill_group, launches, wait_for
 
 CLEAN = {"instances": [], "ssh_keys": []}
 
-
-def launches(emu, provider="lambdalabs"):
-    return [r for r in emu.state()["requests"] if r["provider"] == provider and r["method"] == "POST"
-            and r["path"].endswith(("/instance-operations/launch", "/instances"))]
 
 
 def test_scarce_cloud_falls_back_and_destroy_leaves_nothing(cloud, make_project):

@@ -2,14 +2,10 @@
 import subprocess
 import time
 
-from e2e_helpers import audit, kill_group, wait_for
+from e2e_helpers import audit, kill_group, launches, wait_for
 
 CLEAN = {"instances": [], "ssh_keys": []}
 
-
-def launches(emu, provider="lambdalabs"):
-    return [r for r in emu.state()["requests"] if r["provider"] == provider and r["method"] == "POST"
-            and r["path"].endswith(("/instance-operations/launch", "/instances"))]
 
 
 def test_max_lifetime_is_enforced_after_the_bringup_process_group_is_killed(cloud, make_project):

@@ -4,7 +4,6 @@ providers), and `make cloud-list-all` / `kcloud orphans` find and remove what a 
 left running. Every test ends with the leak audit."""
 import json
 
-import pytest
 import requests
 from e2e_helpers import audit
 

@@ -9,9 +9,6 @@ lost answer (carried out, connection dropped), malformed body, terminate failure
 capacity vanishing. Outcome "ready": bringup succeeds with exactly one machine; "fails":
 bringup exits non-zero with one error line and nothing of ours left.
 """
-import os
-import subprocess
-import time
 
 import pytest
 

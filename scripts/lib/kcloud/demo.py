@@ -35,7 +35,8 @@ class Emulator:
     """The emulator as a separate process, as a user would run it (scripts/kcloud emulator)."""
 
     def __init__(self, scenario: str, boot_delay: float, ssh_port: int | None, env: dict):
-        cmd = [str(REPO / "scripts" / "kcloud"), "emulator", "--scenario", scenario, "--boot-delay", str(boot_delay)]
+        cmd = [str(REPO / "scripts" / "kcloud"), "emulator", "--scenario", scenario, "--boot-delay", str(boot_delay),
+               "--ssh", "required"]   # no sshd: fail at once with the fix, not after minutes of SSH waits
         if ssh_port:
             cmd += ["--ssh-port", str(ssh_port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -124,7 +125,7 @@ def cmd_demo(args) -> int:
     audit_ok = True
     try:
         work = scratch_project(root)
-        banner(f"Starting the emulator with the 'scarce' scenario (Lambda: no GH200/H100; DataCrunch: no B300/B200/H100)")
+        banner("Starting the emulator with the 'scarce' scenario (Lambda: no GH200/H100; DataCrunch: no B300/B200/H100)")
         emulator = Emulator(args.scenario, args.boot_delay, ssh_port, env)
         for key, url in emulator.urls.items():
             print(f"export {key}={url}")

@@ -14,15 +14,7 @@ from kcloud import errors, ladder, providers
 
 def rows(gpu: str = "", max_price: float | None = None, available_only: bool = False) -> tuple[list[dict], dict]:
     """(offers, {provider: why skipped})."""
-    clients, skipped = {}, {}
-    for name in providers.names():
-        client = providers.get(name)
-        try:
-            client.credentials()
-        except errors.CredentialsError as exc:
-            skipped[name] = exc.line()
-            continue
-        clients[name] = client
+    clients, skipped = providers.with_credentials()
     catalogs = {}
     with ThreadPoolExecutor(max(1, len(clients))) as pool:
         futures = {name: pool.submit(c.catalog) for name, c in clients.items()}

@@ -277,15 +277,8 @@ def _clouds(settings, project: Project) -> tuple[dict, dict[str, str]]:
     group every provider whose credentials are present (the others skipped with one line)."""
     if not settings.any_group:
         return {settings.provider: preflight(settings, project)}, {}
-    clouds, skipped = {}, {}
-    for name in providers.names():
-        prov = providers.get(name)
-        try:
-            prov.credentials()
-        except errors.CredentialsError as exc:
-            skipped[name] = f"no credentials: {exc.line()}"     # one line, in the trace
-            continue
-        clouds[name] = prov
+    clouds, missing = providers.with_credentials()
+    skipped = {name: f"no credentials: {why}" for name, why in missing.items()}   # one line, in the trace
     if not clouds:
         raise errors.CredentialsError("no provider has credentials",
                                       hint="set them with scripts/<provider>_credentials.py set")

@@ -137,6 +137,10 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
             _finish_off(provider, instance_id, attempt, result, note, say, sleep, min(terminate_window, 20))
             raise
         attempt.seconds = round(time.monotonic() - started, 1)
+        if result.unterminated:
+            # A machine of ours may still be running: launching more would only pile them up.
+            say("a terminate could not be confirmed: no further launches")
+            break
     raise AllCandidatesFailed(result, provider.name)
 
 

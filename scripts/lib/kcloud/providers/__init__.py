@@ -153,3 +153,19 @@ class ProviderBase:
     @property
     def requests_sent(self) -> int:
         return self._api.requests_sent if self._api else 0
+
+
+def with_credentials() -> tuple[dict, dict[str, str]]:
+    """({name: client} for every provider whose credentials are present, {name: why not} for
+    the others): cross-provider commands skip a provider without credentials in one line."""
+    from kcloud.errors import CredentialsError
+    clients, skipped = {}, {}
+    for name in names():
+        client = get(name)
+        try:
+            client.credentials()
+        except CredentialsError as exc:
+            skipped[name] = exc.line()
+            continue
+        clients[name] = client
+    return clients, skipped

@@ -197,22 +197,11 @@ class Client(ProviderBase):
         (or named after) one of its journalled instances or runs; also in the trash, which
         still counts against the quota until it is emptied."""
         found = []
-        for where, trash in (("/volumes", False), ("/volumes/trash", True)):
-            try:
-                listing = self._get(where)
-            except errors.NotFound:
-                continue
-            for v in listing if isinstance(listing, list) else []:
-                if not isinstance(v, dict) or (trash and v.get("is_permanently_deleted")):
-                    continue
-                vid = v.get("id")
-                attached = {v.get("instance_id")}
-                if isinstance(v.get("instances"), list):
-                    attached |= {x.get("id") if isinstance(x, dict) else x for x in v["instances"]}
-                proofs = owner.proofs_of(_tags(v.get("tags")), attached)
-                if len(proofs) >= 2 or (v.get("is_os_volume") and "journal" in proofs):
-                    found.append(Leftover("volume", check_id(self.name, vid, "volume id"), str(v.get("name", "")),
-                                          f"{v.get('size', '?')} GB{', in trash' if trash else ''}"))
+        for v in self.volumes():
+            proofs = owner.proofs_of(v["tags"], set(v["instance_ids"]))
+            if len(proofs) >= 2 or (v["os"] and "journal" in proofs):
+                found.append(Leftover("volume", v["id"], v["name"],
+                                      f"{v['size'] if v['size'] is not None else '?'} GB{', in trash' if v['trash'] else ''}"))
         return found
 
     def volumes(self) -> list[dict]:
