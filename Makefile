@@ -15,7 +15,7 @@ KCLOUD_SOURCES := $(wildcard scripts/lib/kcloud/*.py scripts/lib/kcloud/*/*.py s
 # KDEVOPS_HOSTS_PREFIX, KNLP, SSH_CONFIG_PORT, SSH_CONFIG_USER; every command: V, TERRAFORM) and
 # recipes refer to them only as "$$VAR" (one shell word, never re-parsed). They are also frozen
 # to their literal text here, so even AV='$(shell ...)' is not evaluated by make itself.
-USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE WAIT
+USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE WAIT YES
 $(foreach v,$(USER_VARS),$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $$(value $(v)))$(eval export $(v))))
 # pip repeats a warning per package for find-links folders that do not exist on this machine.
@@ -24,7 +24,7 @@ VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
 .PHONY: all preflight help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
-        defconfigs bringup destroy status cost cloud-list-all clean mrproper
+        defconfigs bringup destroy destroy-storage status cost cloud-list-all clean mrproper
 # <provider>-ssh-{list,setup,clean} and cloud-config-<provider> are pattern rules, so not listed
 # here: make skips pattern rules for phony targets.
 
@@ -114,6 +114,9 @@ bringup: deps ## Provision per .config (with failover); WAIT=30m waits for capac
 
 destroy: deps ## Tear down everything this directory launched (idempotent)
 	@$(KCLOUD) $(VERBOSE) destroy
+
+destroy-storage: deps ## Remove the storage destroy keeps (file system, shared volume, kept OS volumes); YES=1 without a terminal
+	@$(KCLOUD) $(VERBOSE) destroy-storage $(if $(YES),--yes)
 
 status: deps ## This directory's instances: type, region, status, uptime, cost
 	@$(KCLOUD) $(VERBOSE) status

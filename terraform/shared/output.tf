@@ -41,3 +41,8 @@ output "attempts" {
 output "ssh_key_id" {
   value = module.kcloud.ssh_key_id
 }
+
+output "members" {
+  description = "Every node: name, id, ip, private_ip, instance_type, region, boot_volume"
+  value       = module.kcloud.members
+}

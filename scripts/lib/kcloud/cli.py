@@ -51,6 +51,7 @@ COMMANDS = {
     "bringup": ("kcloud.bringup.commands", "provision per .config and prepare the hosts"),
     "destroy": ("kcloud.bringup.commands", "tear down everything this directory launched"),
     "status": ("kcloud.bringup.commands", "this directory's instances and their cost"),
+    "destroy-storage": ("kcloud.bringup.commands", "remove the storage destroy keeps, after showing its size and cost"),
     "ssh-key": ("kcloud.bringup.commands", "the project's SSH key: ensure (local), setup (upload), clean"),
     "cost": ("kcloud.bringup.cost", "every instance this directory launched: launch price, billed time, "
                                     "cost (--all: every directory)"),

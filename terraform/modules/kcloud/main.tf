@@ -20,4 +20,10 @@ resource "kcloud_instance" "this" {
   user_data     = var.user_data
   boot_timeout  = var.boot_timeout
   poll_interval = var.poll_interval
+
+  nodes             = var.nodes
+  shared_storage    = var.shared_storage
+  startup_script_id = var.startup_script_id
+  boot_volumes      = var.boot_volumes
+  keep_boot_volumes = var.keep_boot_volumes
 }

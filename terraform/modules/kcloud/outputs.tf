@@ -40,3 +40,8 @@ output "attempts" {
 output "ssh_key_id" {
   value = kcloud_instance.this.ssh_key_id
 }
+
+output "members" {
+  description = "Every node: name, id, ip, private_ip, instance_type, region, boot_volume"
+  value       = kcloud_instance.this.members
+}

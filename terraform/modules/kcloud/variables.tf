@@ -61,3 +61,33 @@ variable "owner" {
   type        = string
   default     = ""
 }
+
+variable "nodes" {
+  description = "Machines of one type in one region, all or nothing (names <name>-01 ... when more than one)"
+  type        = number
+  default     = 1
+}
+
+variable "shared_storage" {
+  description = "Shared file systems (Lambda: names) or volumes (DataCrunch: ids) attached at launch on every node"
+  type        = list(string)
+  default     = []
+}
+
+variable "startup_script_id" {
+  description = "A startup script the cloud keeps (DataCrunch /scripts); \"\" = none or user_data"
+  type        = string
+  default     = ""
+}
+
+variable "boot_volumes" {
+  description = "Node name -> kept OS volume id to boot from (DataCrunch KEEP_VOLUMES)"
+  type        = map(string)
+  default     = {}
+}
+
+variable "keep_boot_volumes" {
+  description = "Keep each node's OS volume when it is destroyed (DataCrunch KEEP_VOLUMES)"
+  type        = bool
+  default     = false
+}

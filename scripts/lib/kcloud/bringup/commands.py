@@ -19,7 +19,7 @@ from pathlib import Path
 from dataclasses import replace
 
 from kcloud import errors, ladder, providers, tiers
-from kcloud.bringup import hostfiles, sshkeys
+from kcloud.bringup import hostfiles, sshkeys, storage
 from kcloud.launch import inflight
 from kcloud.launch.failover import terminate_verified
 from kcloud.launch.journal import Journal
@@ -113,11 +113,22 @@ def cmd_bringup(args) -> int:
         for name, prov in clouds.items():
             owner = owner_of(project, prov, settings if name == settings.provider else None, events)
             running[name] = [i for i in prov.instances() if i.state in (PENDING, ACTIVE) and owner.owns(i)]
+        places = {}
+        for name, prov in clouds.items():         # shared storage and kept OS volumes pin the region
+            places[name] = storage.locate(project, settings, prov)
+            for line in places[name].notes:
+                _say(line)
+        script_text = storage.startup_text(project, settings)
         catalogs = _catalogs(clouds)             # fresh capacity: decide at launch time
-        make_plan = _planner(settings, skipped)
+        make_plan = _pinned(_planner(settings, skipped), places, settings)
         plan = make_plan(catalogs)
         for line in (ladder.trace(plan) if settings.any_group else tiers.trace(plan)):
             _say(line)
+        for line in getattr(make_plan, "lines", []):
+            _say(line)
+        if settings.nodes > 1:
+            _say(f"  {settings.nodes} nodes of one type in one region, all or nothing: "
+                 f"{', '.join(settings.node_names()[:3])}{' ...' if settings.nodes > 3 else ''}")
         stale = _stale(settings, plan, catalogs, clouds, running) + \
             [x for x in _running_elsewhere(project, settings, events) if x[0].name not in clouds]
         asked_on = "any configured provider" if settings.any_group else clouds[settings.provider].title
@@ -135,7 +146,7 @@ def cmd_bringup(args) -> int:
         gone = {i.id for _p, i in stale}
         adopted = [tiers.Candidate(i.instance_type, i.region, "adopted", i.price_per_hour, name)
                    for name, insts in running.items() for i in insts
-                   if i.id not in gone and i.name == settings.host_name][:1]
+                   if i.id not in gone and i.name in settings.node_names()][:1]
         plan = _within_budget(settings, plan)
         wait_s = settings.wait_timeout if getattr(args, "wait", None) is None else args.wait
         if not plan.candidates and not adopted and not wait_s:   # nothing launched, no key uploaded
@@ -164,7 +175,7 @@ def cmd_bringup(args) -> int:
             parts = ladder.blocks([c if c.provider else replace(c, provider=settings.provider) for c in candidates])
             for i, (name, block) in enumerate(parts):
                 launcher = launchers.get(name) or launchers.setdefault(
-                    name, _Launcher(project, settings, clouds[name], journal))
+                    name, _Launcher(project, settings, clouds[name], journal, places[name], script_text))
                 last = i == len(parts) - 1
                 if launcher.apply(block, may_lose=bool(wait_s) or not last):
                     chosen.append(launcher)
@@ -198,17 +209,23 @@ def cmd_bringup(args) -> int:
         out = launcher.tf.output()
 
         user = settings.ssh_user if settings.ssh_user and provider.name == settings.provider else provider.login_user
-        host = hostfiles.Host(settings.host_name, out["ip"], user, settings.ssh_port, launcher.private,
-                              provider=provider.name)
+        members = out.get("members") or [{"name": settings.host_name, "ip": out["ip"], "private_ip": ""}]
+        hosts = [hostfiles.Host(m["name"], m["ip"], user, settings.ssh_port, launcher.private, provider=provider.name,
+                                private_ip=m.get("private_ip") or "", rank=rank) for rank, m in enumerate(members)]
         try:
-            hostfiles.write(project, [host], settings.ssh_config_update)
+            hostfiles.write(project, hosts, settings.ssh_config_update)
         except errors.KcloudError as exc:
-            exc.hint = f"{settings.host_name} is running and billed: run make destroy"
+            exc.hint = f"{', '.join(h.name for h in hosts)} running and billed: run make destroy"
             raise
+        try:
+            storage.remember_boot_volumes(project, settings, provider, members, _say)
+        except errors.KcloudError as exc:
+            _say(f"could not record the kept OS volumes ({exc.line()})")
         _say(f"SSH config: {project.ssh_config}" +
              (" (included from ~/.ssh/config)" if settings.ssh_config_update else ""))
         try:
-            _run_ansible(project, settings, args.ansible_verbosity)
+            _run_ansible(project, settings, args.ansible_verbosity, nodes=len(hosts),
+                         gpus=_gpus_per_node(launcher, out), shared_dir=launcher.place.mount_point)
         except KeyboardInterrupt:
             raise errors.KcloudError(
                 f"interrupted while preparing {settings.host_name}: it is running and billed "
@@ -217,12 +234,23 @@ def cmd_bringup(args) -> int:
 
         _say("")
         where = f" on {provider.title}" if settings.any_group else ""
-        _say(f"Ready: {settings.host_name} = {out['instance_type']} in {out['region']}{where} "
-             f"at ${float(out['price_per_hour']):.2f}/h")
+        price = float(out["price_per_hour"])
+        if len(hosts) > 1:
+            _say(f"Ready: {len(hosts)} nodes of {out['instance_type']} in {out['region']}{where} "
+                 f"at ${price:.2f}/h each (${price * len(hosts):.2f}/h)")
+            for h in hosts:
+                _say(f"  {h.name}  {h.ip}  private {h.private_ip or '-'}  rank {h.rank}")
+        else:
+            _say(f"Ready: {settings.host_name} = {out['instance_type']} in {out['region']}{where} at ${price:.2f}/h")
+        if launcher.place.storage is not None:
+            st = launcher.place.storage
+            _say(f"  {st.kind} {st.name} ({st.region}) attached on every node"
+                 + (f" at {launcher.place.mount_point}" if launcher.place.mount_point else "")
+                 + "; make destroy keeps it, make destroy-storage removes it")
         _notify(settings, "ready", provider=provider.name, instance_type=out["instance_type"], region=out["region"],
-                price=float(out["price_per_hour"]), message=f"{settings.host_name} is ready")
-        _say(f"  ssh {settings.host_name}" if settings.ssh_config_update else
-             f"  ssh -F {project.ssh_config} {settings.host_name}")
+                price=price, message=f"{', '.join(h.name for h in hosts)} ready")
+        _say(f"  ssh {hosts[0].name}" if settings.ssh_config_update else
+             f"  ssh -F {project.ssh_config} {hosts[0].name}")
         _say("  make destroy   # when you are done: stops the billing")
     return 0
 
@@ -230,8 +258,10 @@ def cmd_bringup(args) -> int:
 class _Launcher:
     """One cloud's part of a bringup: its key in the account, its terraform root, its walk."""
 
-    def __init__(self, project: Project, settings, provider, journal: Journal):
+    def __init__(self, project: Project, settings, provider, journal: Journal, place=None, script_text: str = ""):
         self.project, self.settings, self.provider, self.journal = project, settings, provider, journal
+        self.place = place or storage.Placement()
+        self.script_text, self.script_id = script_text, None
         name, self.private, public = sshkeys.local_key(project, settings)
         if settings.ssh_key_unique:
             name = project.unique_key_name(provider.name)
@@ -249,11 +279,24 @@ class _Launcher:
         """terraform apply over these candidates; False when every one lost its race and the
         caller may go on (the walk confirmed nothing of ours is left running)."""
         s, project = self.settings, self.project
+        own = self.provider.name == s.provider
+        self.place = storage.ensure(self.provider, self.place, candidates[0].region, self.journal,
+                                    project.identity(create=True), _say)
+        candidates = storage.pin(candidates, self.place, _say) or candidates[:0]
+        if not candidates:
+            raise errors.CapacityError(f"{self.provider.name}: no candidate in {self.place.region}, where "
+                                       f"{self.place.why.split(' is in ')[0]} is",
+                                       hint="wait for capacity there (make bringup WAIT=2h)", provider=self.provider.name)
+        if self.script_id is None:
+            self.script_id = storage.startup_script(project, self.provider, self.script_text, self.journal)
         vars_file = self.runner.render_tfvars(
             self.tf.root, name=s.host_name, candidates=candidates, ssh_key_id=self.key.id,
-            ssh_key_name=self.key.name, image=s.image if self.provider.name == s.provider else "",
+            ssh_key_name=self.key.name, image=s.image if own else "",
             boot_timeout=s.boot_timeout, journal_path=project.journal_path, progress_file=project.progress_path,
-            cloud=self.provider.name, owner=project.identity(create=True))
+            cloud=self.provider.name, owner=project.identity(create=True), nodes=s.nodes,
+            shared_storage=self.place.refs, startup_script_id=self.script_id,
+            user_data=self.script_text if not self.script_id else "",
+            boot_volumes=self.place.boot_volumes, keep_boot_volumes=s.keep_volumes and own)
         self.journal.record({"event": "offer", "provider": self.provider.name,    # the launch price (make cost)
                              "prices": {f"{c.instance_type}@{c.region}": c.price for c in candidates if c.price}})
         _say("")
@@ -269,7 +312,16 @@ class _Launcher:
         return True
 
     def after_failure(self) -> str:
-        return _after_failure(self.provider, self.project, self.settings, self.key)
+        left = _after_failure(self.provider, self.project, self.settings, self.key)
+        if "may still be running" not in left and "could not check" not in left:
+            storage.abandon(self.provider, self.place, _say)      # empty storage made by this bringup
+            if self.script_id:
+                try:
+                    self.provider.remove_leftover(storage_leftover("script", self.script_id))
+                    self.script_id = None
+                except errors.KcloudError:
+                    left += "; the startup script is still in the account: make destroy removes it"
+        return left
 
 
 def _clouds(settings, project: Project) -> tuple[dict, dict[str, str]]:
@@ -290,11 +342,15 @@ def _clouds(settings, project: Project) -> tuple[dict, dict[str, str]]:
 
 def _catalogs(clouds: dict) -> dict:
     if len(clouds) == 1:
-        return {name: prov.catalog() for name, prov in clouds.items()}
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(len(clouds)) as pool:
-        futures = {name: pool.submit(prov.catalog) for name, prov in clouds.items()}
-        return {name: f.result() for name, f in futures.items()}
+        cats = {name: prov.catalog() for name, prov in clouds.items()}
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(clouds)) as pool:
+            futures = {name: pool.submit(prov.catalog) for name, prov in clouds.items()}
+            cats = {name: f.result() for name, f in futures.items()}
+    for name, prov in clouds.items():
+        prov.catalog_cache = cats[name]          # GPUs per node for the cluster environment
+    return cats
 
 
 def _planner(settings, skipped: dict[str, str]):
@@ -304,6 +360,45 @@ def _planner(settings, skipped: dict[str, str]):
     return lambda cats: tiers.plan(settings.provider, settings.selection, cats[settings.provider])
 
 
+def _pinned(make_plan, places: dict, settings):
+    """The planner, with candidates outside a pinned region (shared storage, kept OS volumes)
+    dropped; the first plan's trace lines say why (`.lines`)."""
+    state = {"said": False}
+
+    def plan_(cats):
+        plan = make_plan(cats)
+        lines: list[str] = []
+        kept = []
+        for c in plan.candidates:
+            place = places.get(c.provider or settings.provider)
+            if place is None or not place.region or c.region == place.region:
+                kept.append(c)
+        for name, place in places.items():
+            dropped = sorted({c.region for c in plan.candidates if (c.provider or settings.provider) == name
+                              and place.region and c.region != place.region})
+            if dropped:
+                lines.append(f"  dropped candidates in {', '.join(dropped)}: {place.why}")
+        if not state["said"]:
+            plan_.lines = lines
+            state["said"] = True
+        return replace(plan, candidates=kept)
+    plan_.lines = []
+    return plan_
+
+
+def storage_leftover(kind: str, item_id: str, name: str = ""):
+    from kcloud.providers.base import Leftover
+    return Leftover(kind, item_id, name)
+
+
+def _gpus_per_node(launcher, out) -> int:
+    try:
+        t = launcher.provider.catalog_cache.types.get(out["instance_type"])   # set by _catalogs
+        return max(1, int(t.gpu_count)) if t else 1
+    except AttributeError:
+        return 1
+
+
 def _stale(settings, plan, catalogs: dict, clouds: dict, running: dict) -> list:
     """Our running machines that .config no longer describes."""
     if not settings.any_group:
@@ -311,7 +406,7 @@ def _stale(settings, plan, catalogs: dict, clouds: dict, running: dict) -> list:
         return _not_what_config_asks(settings, catalogs[name], running[name])
     accepted = {(c.provider, c.instance_type) for _t, checks in plan.tiers for c in checks}
     return [(clouds[name], i) for name, insts in running.items() for i in insts
-            if i.name != settings.host_name or (name, i.instance_type) not in accepted]
+            if i.name not in settings.node_names() or (name, i.instance_type) not in accepted]
 
 
 def _within_budget(settings, plan, quiet: bool = False):
@@ -413,7 +508,7 @@ def _not_what_config_asks(settings, catalog, running: list) -> list:
     provider = providers.get(settings.provider)
     stale = []
     for inst in running:
-        if inst.name != settings.host_name or (accepted and inst.instance_type not in accepted) or \
+        if inst.name not in settings.node_names() or (accepted and inst.instance_type not in accepted) or \
                 (settings.selection.region and inst.region != settings.selection.region):
             stale.append((provider, inst))
     return stale
@@ -484,15 +579,19 @@ def _terraform_line(line: str) -> None:
         _say(f"  terraform: {line}")
 
 
-def _run_ansible(project: Project, settings, verbosity: int | None) -> None:
+def _run_ansible(project: Project, settings, verbosity: int | None, nodes: int = 1, gpus: int = 1,
+                 shared_dir: str = "") -> None:
     playbook = shutil.which("ansible-playbook", path=str(Path(sys.prefix) / "bin")) or "ansible-playbook"
+    extra = {"kcloud_ssh_timeout": settings.ssh_timeout, "kcloud_gpus_per_node": gpus, "kcloud_master_port": 29500,
+             "kcloud_shared_dir": shared_dir}
     cmd = [playbook, "-i", str(project.inventory), str(REPO / "playbooks" / "bringup.yml"),
-           "-e", f"kcloud_ssh_timeout={settings.ssh_timeout}"]
+           "-e", json.dumps(extra)]
     if verbosity:
         cmd.append("-" + "v" * max(1, min(int(verbosity), 4)))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "playbooks" / "ansible.cfg"),
-           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(project.state_dir / "ansible-tmp")}
-    _say("Preparing the host with Ansible ...")
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(project.state_dir / "ansible-tmp"),
+           "ANSIBLE_FORKS": str(max(5, min(nodes, 64)))}       # every node in parallel
+    _say("Preparing the host with Ansible ..." if nodes == 1 else f"Preparing the {nodes} nodes with Ansible ...")
     proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=not verbosity, text=True)
     if not verbosity and proc.stdout:
         lines = proc.stdout.splitlines()
@@ -583,23 +682,37 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
         _say(f"{provider.title}: {inst.name} ({inst.id}) carries a sign of this directory "
              f"({', '.join(sorted(owner.proofs(inst)))}) but not two: not touched; check it in the console")
     standing = []
+    keep = bool(settings and settings.keep_volumes and provider.keeps_boot_volumes)
     if mine:
         _say(f"{provider.title}: terminating {len(mine)} instance(s): "
-             + ", ".join(f"{i.name} ({i.id})" for i in mine))
+             + ", ".join(f"{i.name} ({i.id})" for i in mine) + (" (keeping their OS volumes)" if keep else ""))
         for inst in mine:
-            if not terminate_verified(provider, inst.id, journal.record):
+            if not terminate_verified(provider, inst.id, journal.record, keep_boot_volume=keep):
                 standing.append(f"{provider.name} instance {inst.id}")
         if not standing:
             _wait_gone(provider, [i.id for i in mine])
     # The instances just proven ours vouch for their volumes (journal proof) from here on.
     owner = Owner(owner.project_id, owner.key_refs, owner.journal_ids | {i.id for i in mine}, owner.journal_runs,
                   owner.names)
+    kept_ids = set(storage.read_cache(provider.name, settings.hosts_prefix).values()) if keep else set()
+    shared = storage.shared_name(project, settings, provider) if settings and settings.provider == provider.name else ""
+    shared_ids = {st.id for st in _safe_storage(provider) if shared and st.name == shared}
     for item in provider.leftovers(owner):
+        if item.id in kept_ids or item.id in shared_ids:
+            continue                     # kept on purpose: make destroy-storage removes them
         try:
             provider.remove_leftover(item)
             _say(f"{provider.title}: removed {item.kind} {item.name or item.id} ({item.detail})")
         except errors.KcloudError as exc:
             standing.append(f"{provider.name} {item.kind} {item.id} ({exc})")
+    for sid, name in storage.scripts_of(events, provider.name).items():
+        try:
+            provider.remove_leftover(storage_leftover("script", sid, name))
+            _say(f"{provider.title}: removed startup script {name} ({sid})")
+        except errors.KcloudError as exc:
+            standing.append(f"{provider.name} script {sid} ({exc.line()})")
+    if settings and not keep and provider.keeps_boot_volumes:
+        standing += _drop_kept_volumes(project, settings, provider)
     if standing:
         return standing          # keep the key: it is one of the proofs for the next destroy
     unique_keys = {e["name"] for e in events if e.get("event") == "ssh-key" and e.get("unique") and e.get("name")}
@@ -608,6 +721,40 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
     for key_name in sorted(unique_keys):
         if sshkeys.remove(provider, key_name):
             _say(f"{provider.title}: removed SSH key {key_name}")
+    return standing
+
+
+def _safe_storage(provider) -> list:
+    try:
+        return provider.shared_storage()
+    except errors.ApiError:
+        return []
+
+
+def _drop_kept_volumes(project: Project, settings, provider, names: list[str] | None = None) -> list[str]:
+    """OS volumes cached for this directory's nodes (KEEP_VOLUMES was on, now off, or
+    destroy-storage): deleted for good when they carry our tag too; cache entries dropped."""
+    from kcloud.launch.ownership import TAG_PROJECT
+    cache = storage.read_cache(provider.name, settings.hosts_prefix)
+    names = settings.node_names() if names is None else names
+    ours = project.identity()
+    volumes = {v["id"]: v for v in provider.volumes()}
+    standing = []
+    for host in [n for n in names if n in cache]:
+        v = volumes.get(cache[host])
+        if v is not None and (v["tags"].get(TAG_PROJECT) != ours or v["instance_ids"]):
+            _say(f"{provider.title}: kept OS volume {v['id']} of {host} is not provably this directory's "
+                 "or is attached: not touched")
+            continue
+        if v is not None:
+            try:
+                provider.remove_leftover(storage_leftover("volume", v["id"], v["name"]))
+                _say(f"{provider.title}: removed kept OS volume {v['name']} ({v['id']}, {v['size']} GB) for good")
+            except errors.KcloudError as exc:
+                standing.append(f"{provider.name} volume {v['id']} ({exc.line()})")
+                continue
+        del cache[host]
+    storage.write_cache(provider.name, settings.hosts_prefix, cache)
     return standing
 
 
@@ -653,6 +800,86 @@ def _check_clean(project: Project, names: list[str], settings, events) -> int:
     return 0
 
 
+# -- storage ----------------------------------------------------------------------------
+def _storage_items(project: Project, settings, provider) -> list[tuple]:
+    """(kind, object, line) for what destroy keeps: the shared storage .config names and the
+    OS volumes kept for this directory's nodes (cache file *and* our tag)."""
+    from kcloud.launch.ownership import TAG_PROJECT
+    items = []
+    name = storage.shared_name(project, settings, provider)
+    ours = project.identity()
+    if name:
+        for st in provider.shared_storage():
+            if st.name != name or (provider.storage_kind == "volume" and st.tags.get(TAG_PROJECT) != ours):
+                continue
+            size = "?" if st.size_gb is None else f"{st.size_gb:.1f} GB"
+            cost = "?" if st.monthly_usd is None else f"${st.monthly_usd:.2f}/month"
+            items.append(("storage", st, f"{st.kind} {st.name} ({st.id}) in {st.region}: {size}, {cost}"
+                                         f"{', in use' if st.in_use else ''}"))
+    if provider.keeps_boot_volumes:
+        cache = storage.read_cache(provider.name, settings.hosts_prefix)
+        volumes = {v["id"]: v for v in provider.volumes()} if cache else {}
+        for host in settings.node_names():
+            v = volumes.get(cache.get(host, ""))
+            if v is not None and not v["trash"] and v["tags"].get(TAG_PROJECT) == ours:
+                items.append(("boot", v, f"kept OS volume of {host}: {v['name']} ({v['id']}) in {v['location']}: "
+                                         f"{v['size']} GB{', attached' if v['instance_ids'] else ''}"))
+    return items
+
+
+def cmd_destroy_storage(args) -> int:
+    project = Project.here()
+    settings = _settings(project)
+    provider = providers.get(settings.provider)
+    with project.lock("destroy-storage"):
+        running = [i for i in owned_instances(provider, project, settings) if i.state in (PENDING, ACTIVE)]
+        if running:
+            raise errors.ConfigError(f"{len(running)} machine(s) of this directory still run and use the storage: "
+                                     + ", ".join(i.name for i in running), hint="make destroy first")
+        items = _storage_items(project, settings, provider)
+        if not items:
+            _say(f"{provider.title}: no storage of this directory is kept (the API was just asked).")
+            return 0
+        _say(f"{provider.title}: this deletes for good (not to a trash):")
+        for _kind, _obj, line in items:
+            _say(f"  {line}")
+        monthly = sum(o.monthly_usd or 0 for k, o, _l in items if k == "storage")
+        if monthly:
+            _say(f"  keeping the shared storage costs ${monthly:.2f}/month")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise errors.ConfigError("not deleting without confirmation",
+                                         hint="make destroy-storage YES=1 (scripts/kcloud destroy-storage --yes)")
+            if input("Type 'delete' to delete them: ").strip() != "delete":
+                _say("Nothing deleted.")
+                return 1
+        standing = []
+        for kind, obj, _line in items:
+            try:
+                if kind == "storage":
+                    provider.delete_storage(obj)
+                    _say(f"removed {obj.kind} {obj.name} ({obj.id})")
+            except errors.KcloudError as exc:
+                standing.append(f"{obj.name} ({exc.line()})")
+        if any(k == "boot" for k, _o, _l in items):
+            standing += _drop_kept_volumes(project, settings, provider)
+        if standing:
+            raise errors.KcloudError("could not remove: " + "; ".join(standing), hint="run make destroy-storage again")
+    _say("Storage removed: the API confirms nothing of it is left.")
+    return 0
+
+
+def _storage_lines(project: Project, settings) -> list[str]:
+    if settings is None:
+        return []
+    try:
+        provider = providers.get(settings.provider)
+        items = _storage_items(project, settings, provider)
+    except errors.KcloudError as exc:
+        return [f"storage: could not be listed ({exc.line()})"]
+    return [f"Kept: {line} (make destroy-storage removes it)" for _k, _o, line in items]
+
+
 # -- status -----------------------------------------------------------------------------
 def cmd_status(args) -> int:
     project = Project.here()
@@ -685,12 +912,16 @@ def cmd_status(args) -> int:
              "not counted as ours")
     if not rows:
         _say("No instances of this directory are running (the API was just asked).")
+        for line in _storage_lines(project, settings):
+            _say(line)
         return 0
     _say(f"{'PROVIDER':11} {'NAME':20} {'TYPE':22} {'REGION':16} {'STATUS':12} {'UPTIME':>8} {'$/H':>7} {'COST':>8}")
     for name, i, up, cost in rows:
         _say(f"{name:11} {i.name[:20]:20} {i.instance_type:22} {i.region:16} {i.status:12} "
              f"{_duration(up):>8} {i.price_per_hour:7.2f} {cost:8.2f}")
     _say(f"Total: ${sum(r[1].price_per_hour for r in rows):.2f}/h, ${sum(r[3] for r in rows):.2f} so far")
+    for line in _storage_lines(project, settings):
+        _say(line)
     from kcloud.launch import watchdog
     started = min((time.time() - r[2] for r in rows), default=None)
     line = watchdog.status_line(project.state_dir, spent=sum(r[3] for r in rows), started=started)
@@ -760,6 +991,9 @@ def register(sub) -> None:
     d.add_argument("--by-watchdog", action="store_true", help=argparse_SUPPRESS)
     d.set_defaults(func=cmd_destroy)
     sub.add_parser("status", help="this directory's instances and their cost").set_defaults(func=cmd_status)
+    ds = sub.add_parser("destroy-storage", help="remove the storage destroy keeps, after showing its size and cost")
+    ds.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    ds.set_defaults(func=cmd_destroy_storage)
     k = sub.add_parser("ssh-key", help="the project's SSH key: ensure (local), setup (upload), clean")
     k.add_argument("action", choices=["ensure", "setup", "clean"])
     k.add_argument("--provider")

@@ -35,6 +35,8 @@ class Host:
     port: int
     identity: Path
     provider: str = ""      # who answered the IP, for the error message
+    private_ip: str = ""    # the address the nodes reach each other at ("" = the cloud reports none)
+    rank: int = 0           # NODE_RANK: its place in the cluster
 
 
 def shown(value, limit: int = 48) -> str:
@@ -61,6 +63,18 @@ def check_host(host: Host) -> Host:
         raise HostileAnswer(f"{who} answered an invalid ip for {name}: {shown(host.ip)} (not an IP address)",
                             hint="no SSH config or inventory was written; 'make destroy' stops the machine",
                             provider=host.provider) from None
+    private = host.private_ip or ""
+    if private:
+        try:
+            if not isinstance(private, str):
+                raise ValueError("not a string")
+            private = str(ipaddress.ip_address(private))
+        except ValueError:
+            raise HostileAnswer(f"{who} answered an invalid private ip for {name}: {shown(host.private_ip)}",
+                                hint="no SSH config or inventory was written; 'make destroy' stops the machines",
+                                provider=host.provider) from None
+    if isinstance(host.rank, bool) or not isinstance(host.rank, int) or not 0 <= host.rank < 1000:
+        raise ConfigError(f"invalid node rank for {name}: {shown(host.rank)}")
     user = host.user
     if not isinstance(user, str) or not USER_NAME.fullmatch(user):
         raise ConfigError(f"invalid SSH user for {name}: {shown(user)} (expected a Unix user name "
@@ -71,7 +85,7 @@ def check_host(host: Host) -> Host:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"invalid SSH port for {name}: {shown(host.port)} (expected 1..65535)")
     ssh_path(host.identity)
-    return replace(host, ip=str(ip), port=port)
+    return replace(host, ip=str(ip), port=port, private_ip=private)
 
 
 def ssh_path(path: str | os.PathLike) -> str:
@@ -98,7 +112,10 @@ def write(project: Project, hosts: list[Host], update_user_config: bool = True) 
             f"  IdentityFile {ssh_path(h.identity)}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {known_hosts}\n  StrictHostKeyChecking accept-new\n"
             f"  LogLevel ERROR\n")
-    inventory = ["[all]"] + [f"{h.name}" for h in hosts] + [
+    # Every node in [all] with its rank and the address the others reach it at, and in [gpu]
+    # (the nodes the host preparation and multi-node programs run on).
+    inventory = ["[all]"] + [f"{h.name} node_rank={h.rank} private_ip={h.private_ip or h.ip}" for h in hosts] + [
+        "", "[gpu]"] + [h.name for h in hosts] + [
         "", "[all:vars]", "ansible_python_interpreter=/usr/bin/python3",
         f"ansible_ssh_common_args='-F {ssh_config}'", ""]
     atomic_write(project.ssh_config, "\n".join(blocks), mode=0o600)   # replaces a planted link

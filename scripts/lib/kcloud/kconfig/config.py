@@ -67,11 +67,21 @@ class _Settings:     # the frozen dataclass `Settings`, made on first use (_sett
     max_lifetime: float = 0.0   # KCLOUD_MAX_LIFETIME (seconds); 0 = none. Enforced by the watchdog
     max_spend: float | None = None  # KCLOUD_MAX_SPEND (USD) for this directory's machines; None = none
     any_group: str = ""         # KCLOUD_ANY + KCLOUD_ANY_GROUP: a cross-provider group of the shared ladder; "" = provider only
+    nodes: int = 1              # KCLOUD_NODES: machines of one type in one region, all or nothing
+    startup_script: str = ""    # KCLOUD_STARTUP_SCRIPT: path of a script run on every node at first boot ("" = none)
+    filesystem: str = ""        # <P>_FILESYSTEM (Lambda): shared file system name, reused or created, kept by destroy
+    shared_volume_gb: int = 0   # <P>_SHARED_VOLUME_SIZE (DataCrunch): shared data volume on every node (0 = none)
 
     @property
     def ssh_genkey(self) -> bool:
         """Deprecated name of ssh_key_unique (bringup used it before the kdevops symbols)."""
         return self.ssh_key_unique
+
+    def node_names(self) -> list[str]:
+        """<prefix>-<host> for one node; <prefix>-<host>-01 ... -NN for several."""
+        if self.nodes <= 1:
+            return [self.host_name]
+        return [f"{self.host_name}-{i:02d}" for i in range(1, self.nodes + 1)]
 
     def login_user(self) -> str:
         return self.ssh_user or providers.data(self.provider)["login_user"]
@@ -267,7 +277,22 @@ def _resolve(path: str | os.PathLike, parse, make):
         max_lifetime=_duration(values, "KCLOUD_MAX_LIFETIME"),
         max_spend=_spend(values.get("KCLOUD_MAX_SPEND", "")),
         any_group=values.get("KCLOUD_ANY_GROUP", "") if _bool(values, "KCLOUD_ANY", False) else "",
+        nodes=_int(values, "KCLOUD_NODES", 1, 1, 64),
+        startup_script=values.get("KCLOUD_STARTUP_SCRIPT", ""),
+        filesystem=_filesystem(values.get(f"{P}_FILESYSTEM", "")),
+        shared_volume_gb=_int(values, f"{P}_SHARED_VOLUME_SIZE", 0, 0, 1000000),
     )
+
+
+_FS_NAME = re.compile(r"^[a-zA-Z][0-9a-zA-Z-]{0,59}$")
+
+
+def _filesystem(name: str) -> str:
+    """A Lambda file system name as the API allows it (1-60, a letter first), or ""."""
+    if name and not _FS_NAME.match(name):
+        raise ConfigError(f'file system name "{name[:64]}" is not valid',
+                          hint="1 to 60 letters, digits and '-', starting with a letter")
+    return name
 
 
 def _duration(values: dict[str, str], symbol: str) -> float:

@@ -105,6 +105,30 @@ config {P}_KEEP_VOLUMES
 	  <KDEVOPS_HOSTS_PREFIX>.yml). `make defconfig-<name> KEEP=1` turns
 	  this on, as in kdevops.
 """),
+    "filesystem": ("menu", """\
+
+config {P}_FILESYSTEM
+	string "Shared file system (name; empty: none)"
+	default ""
+	help
+	  A file system of this name is reused, or created, and mounted on
+	  every node at launch. It pins the region: candidates elsewhere
+	  are dropped. make destroy keeps it (it holds data; it is billed
+	  while it exists); make destroy-storage removes it after showing
+	  its size and monthly cost. make status lists it.
+"""),
+    "shared_volume": ("menu", """\
+
+config {P}_SHARED_VOLUME_SIZE
+	int "Shared data volume attached to every node (GB; 0: none)"
+	default 0
+	help
+	  A shared (NVMe_Shared) volume created for this directory in the
+	  location of the nodes and attached to each of them. It pins the
+	  location once it exists. make destroy keeps it; make
+	  destroy-storage removes it for good after showing its size and
+	  monthly cost.
+"""),
     "api_key_file": ("menu", """\
 
 config {P}_API_KEY_FILE

@@ -38,6 +38,7 @@ class Attempt:
 class Result:
     instance: Instance | None
     attempts: list[Attempt] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)   # every node, in name order (clusters)
     unterminated: list[str] = field(default_factory=list)   # ids whose terminate was not confirmed
 
     def table(self) -> str:
@@ -66,7 +67,8 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
                  user_data: str = "", boot_timeout: float = 600, poll_interval: float = 5.0,
                  journal: Journal | None = None, progress: Callable[[str], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep, owner: Owner | None = None,
-                 resolve_window: float | None = None, terminate_window: float | None = None) -> Result:
+                 resolve_window: float | None = None, terminate_window: float | None = None,
+                 launch_fields: dict | None = None) -> Result:
     """Return the first candidate that reaches ACTIVE; adopt a machine of ours already named
     `name`. Every launch is journalled (with its run id) before the call and tagged; a launch
     whose answer is lost is resolved by looking for that run's tag before anything else is
@@ -87,6 +89,7 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
         result.attempts.append(attempt)
         try:
             result.instance = _wait_active(provider, inst.id, boot_timeout, poll_interval, say, sleep)
+            result.instances = [result.instance]
             return result
         except _BootFailed as exc:
             attempt.outcome, attempt.reason = exc.outcome, str(exc)
@@ -106,7 +109,7 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
             continue                    # a launch spent on it would only wait out the rate limit
         try:
             instance_id = _launch(provider, cand, name, ssh_key, image, user_data, owner, note, say, sleep,
-                                  resolve_window)
+                                  resolve_window, launch_fields)
         except tuple(OUTCOMES) as exc:
             attempt.outcome, attempt.reason = OUTCOMES[type(exc)], _short(exc)
             say(f"{cand.instance_type} {cand.region}: {attempt.outcome}, trying the next candidate")
@@ -127,6 +130,7 @@ def launch_first(provider, candidates: list[Candidate], *, name: str, ssh_key: S
             note({"event": "active", "provider": provider.name, "id": instance_id,
                   "instance_type": result.instance.instance_type, "region": result.instance.region,
                   "price_per_hour": result.instance.price_per_hour or cand.price})
+            result.instances = [result.instance]
             return result
         except _BootFailed as exc:
             attempt.outcome, attempt.reason = exc.outcome, str(exc)
@@ -166,7 +170,7 @@ def _window(env: str, given: float | None, default: float) -> float:
 
 
 def _launch(provider, cand: Candidate, name: str, ssh_key: SshKey, image: str, user_data: str, owner: Owner,
-            note, say, sleep, resolve_window: float) -> str:
+            note, say, sleep, resolve_window: float, fields: dict | None = None) -> str:
     """One launch. Each call gets a fresh run id, journalled *before* the request and sent as a
     tag. A rate limit (refused before anything was done) waits and retries; an answer that did
     not come back (timeout, reset, 5xx, garbage) is ambiguous: the machine may exist, so we look
@@ -174,7 +178,7 @@ def _launch(provider, cand: Candidate, name: str, ssh_key: SshKey, image: str, u
     for attempt in range(RATE_LIMIT_RETRIES + 1):
         run = new_run_id()
         request = LaunchRequest(cand.instance_type, cand.region, name, ssh_key.name, ssh_key.id, image, user_data,
-                                tags=launch_tags(owner.project_id, run))
+                                tags=launch_tags(owner.project_id, run), **(fields or {}))
         note({"event": "launch", "provider": provider.name, "name": name, "run": run,
               "instance_type": cand.instance_type, "region": cand.region})
         try:
@@ -279,16 +283,22 @@ def _finish_off(provider, instance_id: str, attempt: Attempt, result: Result, no
         f"{window:.0f} s; it may still be running")
 
 
-def terminate_verified(provider, instance_id: str, note, sleep=time.sleep, window: float = TERMINATE_WINDOW) -> bool:
+def terminate_verified(provider, instance_id: str, note, sleep=time.sleep, window: float = TERMINATE_WINDOW,
+                       keep_boot_volume: bool = False) -> bool:
     """Terminate and re-read until the API shows it terminating or gone. Failures (5xx, 429,
-    resets) are retried with backoff for at most `window` seconds. True when confirmed."""
+    resets) are retried with backoff for at most `window` seconds. True when confirmed.
+    `keep_boot_volume`: keep its OS volume for the next bringup (providers that keep them)."""
     note({"event": "terminate", "provider": provider.name, "id": instance_id})
+    keep = keep_boot_volume and getattr(provider, "keeps_boot_volumes", False)
     deadline = time.monotonic() + window
     pause, accepted = 1.0, False
     while True:
         if not accepted:
             try:
-                provider.terminate([instance_id])
+                if keep:
+                    provider.terminate([instance_id], keep_boot_volumes=True)
+                else:
+                    provider.terminate([instance_id])
                 accepted = True
             except errors.NotFound:
                 accepted = True

@@ -147,6 +147,24 @@ class ProviderBase:
     def leftovers(self, owner) -> list:
         return []
 
+    # Shared storage, startup scripts and kept boot volumes (providers/base.py, Provider).
+    storage_kind = ""           # "file system", "volume"; "" = no shared storage on this cloud
+    keeps_boot_volumes = False  # True: terminate(keep_boot_volumes=True) keeps each OS volume for reuse
+
+    def shared_storage(self) -> list:
+        return []
+
+    def create_shared_storage(self, name: str, region: str, size_gb: int, tags: dict):
+        from kcloud.errors import ConfigError
+        raise ConfigError(f"{self.title} has no shared storage kcloud can create")
+
+    def delete_storage(self, storage) -> None:
+        from kcloud.errors import ConfigError
+        raise ConfigError(f"{self.title} has no shared storage kcloud can delete")
+
+    def create_startup_script(self, name: str, text: str) -> str | None:
+        return None
+
     def remove_leftover(self, item) -> None:
         return None
 

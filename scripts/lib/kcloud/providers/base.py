@@ -28,6 +28,9 @@ class LaunchRequest:
     image: str = ""           # provider image id/family; "" = the provider's default
     user_data: str = ""
     tags: tuple[tuple[str, str], ...] = ()   # ownership marks (kcloud.launch.ownership), set at launch
+    shared_storage: tuple[str, ...] = ()     # Storage.ref of each shared file system / volume to attach at launch
+    startup_script_id: str = ""  # a script the provider keeps (create_startup_script); "" = user_data inline
+    boot_volume_id: str = ""     # boot from this kept OS volume instead of a fresh install ("" = image)
 
 
 # Normalized instance states; providers map their own names onto these.
@@ -48,6 +51,21 @@ class Instance:
     keys: tuple[str, ...] = ()  # SSH key names or ids as the API reports them (ownership check)
     tags: dict = field(default_factory=dict, compare=False)   # key -> value, as the API reports them
     extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Shared storage that outlives instances: a Lambda file system, a DataCrunch shared volume.
+    Kept by `make destroy`, removed by `make destroy-storage`."""
+    kind: str                 # "file system", "volume"
+    id: str
+    name: str
+    region: str
+    size_gb: float | None     # used (file systems) or provisioned (volumes); None = unknown
+    monthly_usd: float | None  # what keeping it costs per month now; None = unknown
+    in_use: bool = False
+    ref: str = ""             # what a launch names it by (LaunchRequest.shared_storage)
+    tags: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,19 @@ class Provider(Protocol):
         provably created and that outlive an instance (volumes in a trash, scripts)."""
 
     def remove_leftover(self, item: "Leftover") -> None: ...
+
+    # Optional (ProviderBase has defaults): shared storage, startup scripts, kept boot volumes.
+    def shared_storage(self) -> list[Storage]:
+        """Every shared file system / shared volume of the account."""
+
+    def create_shared_storage(self, name: str, region: str, size_gb: int, tags: dict) -> Storage: ...
+
+    def delete_storage(self, storage: Storage) -> None:
+        """For good (never to a trash)."""
+
+    def create_startup_script(self, name: str, text: str) -> str | None:
+        """A script the provider keeps and runs at first boot: its id; None = the provider takes
+        the text inline at launch (LaunchRequest.user_data)."""
 
     @property
     def requests_sent(self) -> int: ...

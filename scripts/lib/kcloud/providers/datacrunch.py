@@ -18,7 +18,7 @@ from kcloud.catalog import Catalog, Image, InstanceType
 from kcloud.http import ApiClient, error_body, typed_error
 from kcloud.providers import ProviderBase, check_id, snapshot
 from kcloud.providers.base import (ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance,
-                                   LaunchRequest, Leftover, SshKey)
+                                   LaunchRequest, Leftover, SshKey, Storage)
 
 STATES = {"new": PENDING, "ordered": PENDING, "provisioning": PENDING, "validating": PENDING,
           "pending": PENDING, "starting": PENDING, "running": ACTIVE, "deleting": TERMINATING,
@@ -36,8 +36,12 @@ def map_error(resp: requests.Response, what: str) -> errors.ApiError:
     body = error_body(resp)
     code = body.get("code", "") if isinstance(body, dict) else ""
     message = (body.get("message") if isinstance(body, dict) else None) or ""
-    capacity = errors.CapacityError if "not enough resources" in message.lower() else None
-    return typed_error("datacrunch", resp, what, code, message, ERRORS, cls=capacity)
+    lowered = message.lower()
+    cls = errors.CapacityError if "not enough resources" in lowered else None
+    if cls is None and resp.status_code == 400 and ("not valid for this instance type" in lowered or
+                                                    "not supported for instance type" in lowered):
+        cls = errors.ImageNotSupported      # "Operating system is not valid ...": the next candidate
+    return typed_error("datacrunch", resp, what, code, message, ERRORS, cls=cls)
 
 
 class _OAuth(requests.auth.AuthBase):
@@ -159,6 +163,12 @@ class Client(ProviderBase):
                 "is_spot": False, "contract": "PAY_AS_YOU_GO", "pricing": "FIXED_PRICE"}
         if request.tags:
             body["tags"] = [{"key": k, "value": v} for k, v in request.tags]
+        if request.boot_volume_id:          # "image is an image_type or an existing OS volume id"
+            body["image"] = check_id(self.name, request.boot_volume_id, "volume id")
+        if request.shared_storage:
+            body["existing_volumes"] = [check_id(self.name, v, "volume id") for v in request.shared_storage]
+        if request.startup_script_id:
+            body["startup_script_id"] = check_id(self.name, request.startup_script_id, "script id")
         return self.api.call("POST", "/instances", json_body=body, kind="launch", expect="text")
 
     def _instance(self, i: dict) -> Instance:
@@ -169,10 +179,21 @@ class Client(ProviderBase):
                         created_at=i.get("created_at", ""), keys=tuple(i.get("ssh_key_ids") or ()),
                         tags=_tags(i.get("tags")), extra={"os_volume_id": i.get("os_volume_id") or ""})
 
-    def terminate(self, instance_ids: list[str]) -> None:
+    keeps_boot_volumes = True
+
+    def terminate(self, instance_ids: list[str], keep_boot_volumes: bool = False) -> None:
         """Delete the instances *and* their OS volumes for good: with `volume_ids` null the API
-        would move each OS volume to the trash, where it keeps counting (contract 2.2.4)."""
+        would move each OS volume to the trash, where it keeps counting (contract 2.2.4).
+        `keep_boot_volumes` (KEEP_VOLUMES): `volume_ids: []`, every volume is kept (detached)."""
         if not instance_ids:
+            return
+        if keep_boot_volumes:
+            try:
+                answer = self.api.call("PUT", "/instances", expect="text",
+                                       json_body={"action": "delete", "id": list(instance_ids), "volume_ids": []})
+            except errors.NotFound:
+                return
+            _check_action_results(answer)
             return
         volumes = []
         for iid in instance_ids:
@@ -220,6 +241,7 @@ class Client(ProviderBase):
                 if isinstance(v.get("instances"), list):
                     attached |= {x.get("id") if isinstance(x, dict) else x for x in v["instances"]}
                 out.append({"id": check_id(self.name, v.get("id"), "volume id"), "name": str(v.get("name", "")),
+                            "location": str(v.get("location", "")), "type": str(v.get("type", "")),
                             "size": v.get("size"), "trash": trash, "os": bool(v.get("is_os_volume")),
                             "instance_ids": sorted(a for a in attached if isinstance(a, str) and a),
                             "tags": _tags(v.get("tags"))})
@@ -230,6 +252,62 @@ class Client(ProviderBase):
         listing = self._get("/scripts")
         return [{"id": check_id(self.name, s.get("id"), "script id"), "name": str(s.get("name", ""))}
                 for s in (listing if isinstance(listing, list) else []) if isinstance(s, dict)]
+
+    # -- shared data volumes, startup scripts ---------------------------------------------
+    storage_kind = "volume"
+
+    def shared_storage(self) -> list[Storage]:
+        price = float(self.data.get("storage", {}).get("price_gb_month", 0.20))
+        out = []
+        for v in self._get("/volumes"):
+            if not isinstance(v, dict) or not str(v.get("type", "")).endswith("_Shared"):
+                continue
+            size = v.get("size") if isinstance(v.get("size"), (int, float)) else None
+            monthly = v.get("monthly_price")
+            try:
+                monthly = float(monthly) if monthly is not None else (size * price if size is not None else None)
+            except (TypeError, ValueError):
+                monthly = None
+            attached = [x.get("id") if isinstance(x, dict) else x for x in v.get("instances") or []]
+            out.append(Storage("volume", check_id(self.name, v.get("id"), "volume id"), str(v.get("name", "")),
+                               str(v.get("location", "")), size, None if monthly is None else round(monthly, 2),
+                               bool(v.get("instance_id") or any(attached)), ref=str(v.get("id")),
+                               tags=_tags(v.get("tags"))))
+        return out
+
+    def create_shared_storage(self, name: str, region: str, size_gb: int, tags: dict) -> Storage:
+        vtype = self.data.get("storage", {}).get("volume_type", "NVMe_Shared")
+        vid = check_id(self.name, self.api.call("POST", "/volumes", expect="text", json_body={
+            "type": vtype, "name": name, "size": int(size_gb), "location_code": region,
+            "tags": [{"key": k, "value": v} for k, v in tags.items()]}).strip().strip('"'), "volume id")
+        price = float(self.data.get("storage", {}).get("price_gb_month", 0.20))
+        return Storage("volume", vid, name, region, float(size_gb), round(size_gb * price, 2), False, ref=vid,
+                       tags=dict(tags))
+
+    def delete_storage(self, storage: Storage) -> None:
+        try:
+            self.api.call("DELETE", f"/volumes/{check_id(self.name, storage.id, 'volume id')}",
+                          json_body={"is_permanent": True}, expect="none")
+        except errors.NotFound:
+            pass
+
+    def create_startup_script(self, name: str, text: str) -> str | None:
+        answer = self.api.call("POST", "/scripts", json_body={"name": name, "script": text}, expect="text")
+        return check_id(self.name, answer.strip().strip('"'), "script id")
+
+    def boot_volume(self, volume_id: str) -> dict | None:
+        """A kept OS volume: {id, location, trash, attached} or None when it is gone."""
+        for v in self.volumes():
+            if v["id"] == volume_id:
+                return v
+        return None
+
+    def tag_volume(self, volume_id: str, key: str, value: str) -> None:
+        try:
+            self.api.call("POST", f"/volumes/{check_id(self.name, volume_id, 'volume id')}/tags",
+                          json_body={"key": key, "value": value})
+        except errors.ApiError:
+            pass     # a tag is a courtesy proof here (the cache file is the other)
 
     def remove_leftover(self, item: Leftover) -> None:
         if item.kind == "volume":

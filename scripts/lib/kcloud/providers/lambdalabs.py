@@ -14,9 +14,9 @@ import requests
 from kcloud import errors
 from kcloud.catalog import Catalog, Image, InstanceType
 from kcloud.http import ApiClient, error_body, typed_error
-from kcloud.providers import ProviderBase, snapshot
+from kcloud.providers import ProviderBase, check_id, snapshot
 from kcloud.providers.base import (ACTIVE, FAILED, PENDING, TERMINATED, TERMINATING, Instance,
-                                   LaunchRequest, SshKey)
+                                   LaunchRequest, SshKey, Storage)
 
 STATES = {"booting": PENDING, "active": ACTIVE, "unhealthy": FAILED, "terminating": TERMINATING,
           "terminated": TERMINATED, "preempted": TERMINATED}
@@ -50,7 +50,13 @@ class _BearerKey(requests.auth.AuthBase):
 def map_error(resp: requests.Response, what: str) -> errors.ApiError:
     body = error_body(resp)
     err = body.get("error", {}) if isinstance(body, dict) else {}
-    return typed_error("lambdalabs", resp, what, err.get("code", ""), err.get("message", ""), ERRORS)
+    if not isinstance(err, dict):
+        err = {}
+    code, message = str(err.get("code", "")), str(err.get("message", ""))
+    # An image family missing in the region or not fitting the type's architecture: the next
+    # candidate may have it (failover), it is not the user's mistake.
+    image = errors.ImageNotSupported if code == "global/invalid-parameters" and "image" in message.lower() else None
+    return typed_error("lambdalabs", resp, what, code, message, ERRORS, cls=image)
 
 
 def _data(answer, what: str):
@@ -153,6 +159,8 @@ class Client(ProviderBase):
             body["user_data"] = request.user_data
         if request.tags:
             body["tags"] = [{"key": k, "value": v} for k, v in request.tags]
+        if request.shared_storage:
+            body["file_system_names"] = list(request.shared_storage)
         ids = self._post("/instance-operations/launch", body, kind="launch").get("instance_ids") or []
         if len(ids) != 1:
             raise errors.TransientError(f"lambdalabs: launch answered {len(ids)} instance ids, expected 1",
@@ -165,7 +173,8 @@ class Client(ProviderBase):
                         region=(i.get("region") or {}).get("name", ""),
                         state=STATES.get(i.get("status", ""), FAILED), status=i.get("status", ""),
                         ip=i.get("ip"), price_per_hour=itype.get("price_cents_per_hour", 0) / 100.0,
-                        keys=tuple(i.get("ssh_key_names") or ()), extra={"hostname": i.get("hostname")},
+                        keys=tuple(i.get("ssh_key_names") or ()),
+                        extra={"hostname": i.get("hostname"), "private_ip": i.get("private_ip") or ""},
                         tags=_tags(i.get("tags")))
 
     def terminate(self, instance_ids: list[str]) -> None:
@@ -177,6 +186,37 @@ class Client(ProviderBase):
             if len(instance_ids) > 1:   # one id is gone: terminate the others one by one
                 for iid in instance_ids:
                     self.terminate([iid])
+
+
+    # -- file systems (shared storage) ----------------------------------------------------
+    storage_kind = "file system"
+
+    def shared_storage(self) -> list[Storage]:
+        price = float(self.data.get("storage", {}).get("price_gb_month", 0.20))
+        out = []
+        for f in self._get("/file-systems"):
+            if not isinstance(f, dict):
+                continue
+            used = f.get("bytes_used")
+            gb = used / 1e9 if isinstance(used, (int, float)) and not isinstance(used, bool) else None
+            out.append(Storage("file system", check_id(self.name, f.get("id"), "file system id"),
+                               str(f.get("name", "")), str((f.get("region") or {}).get("name", "")), gb,
+                               None if gb is None else round(gb * price, 2), bool(f.get("is_in_use")),
+                               ref=str(f.get("name", "")), tags={"mount_point": str(f.get("mount_point", ""))}))
+        return out
+
+    def create_shared_storage(self, name: str, region: str, size_gb: int, tags: dict) -> Storage:
+        f = self._post("/filesystems", {"name": name, "region": region})
+        if not isinstance(f, dict):
+            raise errors.TransientError("lambdalabs: malformed answer to POST /filesystems", provider=self.name)
+        return Storage("file system", check_id(self.name, f.get("id"), "file system id"), name, region, 0.0, 0.0,
+                       False, ref=name, tags={"mount_point": str(f.get("mount_point", ""))})
+
+    def delete_storage(self, storage: Storage) -> None:
+        try:
+            self.api.call("DELETE", f"/filesystems/{check_id(self.name, storage.id, 'file system id')}")
+        except errors.NotFound:
+            pass
 
 
 def _tags(raw) -> dict:

@@ -24,7 +24,7 @@ from tf import iface
 from tf.iface import (Config, CreateContext, DeleteContext, ImportContext, PlanContext, ReadContext, State,
                       UpdateContext, UpgradeContext)
 from tf.schema import Attribute, Schema
-from tf.types import List, Number, String, TfType, Unknown
+from tf.types import Bool, List, Map, Number, String, TfType, Unknown
 from tf.utils import Diagnostics
 
 from kcloud import errors
@@ -88,6 +88,8 @@ class Object(TfType):
 
 
 CANDIDATE = Object({"instance_type": String(), "region": String()})
+MEMBER = Object({"name": String(), "id": String(), "ip": String(), "private_ip": String(),
+                 "instance_type": String(), "region": String(), "boot_volume": String()})
 
 
 def _known(value: Any) -> bool:
@@ -274,7 +276,8 @@ class InstanceResource(_Base):
     them later updates state in place and never replaces a running machine."""
 
     IN_PLACE_ONLY = ("candidates", "image", "user_data", "ssh_key_id", "ssh_key_name", "boot_timeout",
-                     "poll_interval", "owner")
+                     "poll_interval", "owner", "shared_storage", "startup_script_id", "boot_volumes",
+                     "keep_boot_volumes", "nodes")
 
     @classmethod
     def get_name(cls) -> str:
@@ -305,6 +308,20 @@ class InstanceResource(_Base):
             Attribute("login_user", String(), computed=True),
             Attribute("attempts", List(String()), computed=True,
                       description='What create tried, in order: "type region: outcome: reason".'),
+            Attribute("nodes", Number(), optional=True, computed=True, default=1,
+                      description="Machines of one type in one region, all or nothing; names <name>-01 ... "
+                                  "when more than one. A change launches or terminates the difference."),
+            Attribute("shared_storage", List(String()), optional=True,
+                      description="Shared file systems (Lambda: names) or volumes (DataCrunch: ids) attached "
+                                  "at launch on every node; never deleted with the instances."),
+            Attribute("startup_script_id", String(), optional=True,
+                      description="A startup script the cloud keeps (DataCrunch /scripts); Lambda takes user_data."),
+            Attribute("boot_volumes", Map(String()), optional=True,
+                      description="Node name -> kept OS volume id to boot from (DataCrunch KEEP_VOLUMES)."),
+            Attribute("keep_boot_volumes", Bool(), optional=True,
+                      description="Keep each node's OS volume when it is destroyed (DataCrunch KEEP_VOLUMES)."),
+            Attribute("members", List(MEMBER), computed=True,
+                      description="Every node: name, id, ip, private_ip, instance_type, region, boot_volume."),
         ])
 
     def validate(self, diags: Diagnostics, type_name: str, config: Config):
@@ -329,6 +346,9 @@ class InstanceResource(_Base):
                 diags.add_error(f"kcloud_instance: {k} must be positive", path=[k])
 
     def plan(self, ctx: PlanContext, current: Optional[State], planned: State) -> Optional[State]:
+        if current is not None and int(current.get("nodes") or 1) != int(planned.get("nodes") or 1):
+            # The set grows or shrinks in place (update): what it will be is known after apply.
+            planned = {**planned, **{k: Unknown for k in self._COMPUTED}}
         if current is not None:
             changed = sorted({"image", "user_data"} & ctx.changed_fields)
             if changed:
@@ -357,11 +377,7 @@ class InstanceResource(_Base):
             events = self.p.journal.events() if self.p.journal is not None else []
             owner = Owner.from_events(events, planned.get("owner") or None, {key.id, key.name})
             with CREATES, inflight.launching(os.environ.get(inflight.LOCK_ENV)):
-                result = failover.launch_first(
-                    client, candidates, name=name, ssh_key=key, owner=owner,
-                    image=planned.get("image") or "", user_data=planned.get("user_data") or "",
-                    boot_timeout=float(planned["boot_timeout"]), poll_interval=float(planned["poll_interval"]),
-                    journal=self.p.journal, progress=self.p.progress, sleep=interruptible_sleep)
+                result = self._walk(client, candidates, planned, key, owner)
         except failover.AllCandidatesFailed as exc:
             # Indented lines are preformatted for terraform: it word-wraps everything else.
             detail = "\n".join("  " + row for row in exc.result.table().splitlines())
@@ -372,7 +388,32 @@ class InstanceResource(_Base):
         except BaseException as exc:
             _add_error(ctx.diagnostics, exc, what)
             return None
-        inst = result.instance
+        return self._state(planned, client, result.instances, [_attempt_line(a) for a in result.attempts])
+
+    def _walk(self, client, candidates, planned: State, key, owner):
+        """launch_first for one node, cluster.launch_set for several."""
+        from kcloud.launch import cluster, failover
+        nodes = int(planned.get("nodes") or 1)
+        boot = planned.get("boot_volumes") or {}
+        storage = tuple(planned.get("shared_storage") or ())
+        script = planned.get("startup_script_id") or ""
+
+        def fields_for(node: str) -> dict:
+            return {"shared_storage": storage, "startup_script_id": script, "boot_volume_id": boot.get(node, "")}
+        common = dict(ssh_key=key, owner=owner, image=planned.get("image") or "",
+                      user_data=planned.get("user_data") or "", boot_timeout=float(planned["boot_timeout"]),
+                      poll_interval=float(planned["poll_interval"]), journal=self.p.journal,
+                      progress=self.p.progress, sleep=interruptible_sleep)
+        if nodes <= 1:
+            return failover.launch_first(client, candidates, name=planned["name"],
+                                         launch_fields=fields_for(planned["name"]), **common)
+        return cluster.launch_set(client, candidates, names=cluster.node_names(planned["name"], nodes),
+                                  fields_for=fields_for, keep_boot_volumes=bool(planned.get("keep_boot_volumes")),
+                                  **common)
+
+    @staticmethod
+    def _state(planned: State, client, instances: list, attempts: list[str]) -> State:
+        inst = instances[0]
         return {
             **planned,
             "id": inst.id,
@@ -382,40 +423,96 @@ class InstanceResource(_Base):
             "price_per_hour": inst.price_per_hour,
             "launched_at": inst.created_at or _now(),
             "login_user": getattr(client, "login_user", "") or "",
-            "attempts": [_attempt_line(a) for a in result.attempts],
+            "attempts": attempts,
+            "members": [_member(i) for i in instances],
         }
 
     def read(self, ctx: ReadContext, current: State) -> Optional[State]:
         from kcloud.providers.base import TERMINATED
 
+        members = current.get("members") or [{"id": current["id"]}]
+        fresh = []
         try:
-            inst = self.p.client().instance(current["id"])
+            for m in members:
+                inst = self.p.client().instance(m["id"])
+                if inst.state == TERMINATED:
+                    return None
+                fresh.append(inst)
         except errors.NotFound:
+            # A node is gone: the set is incomplete, so terraform plans a create, which adopts
+            # the nodes that still run and launches the missing ones (never a half cluster).
             return None
         except BaseException as exc:
             _add_error(ctx.diagnostics, exc, f"kcloud_instance {current.get('name')}")
             return current
-        if inst.state == TERMINATED:
-            return None
-        return {**current,
-                "ip": inst.ip or "",
-                "instance_type": inst.instance_type or current.get("instance_type"),
-                "region": inst.region or current.get("region")}
+        inst = fresh[0]
+        out = {**current,
+               "ip": inst.ip or "",
+               "instance_type": inst.instance_type or current.get("instance_type"),
+               "region": inst.region or current.get("region")}
+        if current.get("members"):
+            out["members"] = [_member(i, m) for i, m in zip(fresh, current["members"])]
+        return out
 
     def update(self, ctx: UpdateContext, current: State, planned: State) -> Optional[State]:
-        # Only launch-time inputs can change without replacement: record them, touch nothing.
-        return planned
+        """Launch-time inputs change without touching anything; a new node count completes or
+        shrinks the set in its type and region."""
+        now, want = int(current.get("nodes") or 1), int(planned.get("nodes") or 1)
+        if now == want:
+            return {**planned, **{k: current.get(k) for k in self._COMPUTED}}
+        from kcloud.launch import cluster, failover
+        from kcloud.launch.ownership import Owner
+        from kcloud.providers.base import SshKey
+        from kcloud.tiers import Candidate
+        name = planned["name"]
+        try:
+            client = self.p.client()
+            members = current.get("members") or [{"name": name, "id": current["id"]}]
+            keep = cluster.node_names(name, want)
+            for m in [m for m in members if m["name"] not in keep]:
+                self.p.progress(f"{m['name']} ({m['id']}): terminating (the set now has {want} nodes)")
+                if not failover.terminate_verified(client, m["id"], self.p.record,
+                                                   keep_boot_volume=bool(planned.get("keep_boot_volumes"))):
+                    raise errors.TransientError(f"{m['name']} ({m['id']}) could not be terminated",
+                                                hint="run make destroy")
+            key = SshKey(planned["ssh_key_id"], planned["ssh_key_name"], "")
+            events = self.p.journal.events() if self.p.journal is not None else []
+            owner = Owner.from_events(events, planned.get("owner") or None, {key.id, key.name})
+            cell = [Candidate(current["instance_type"], current["region"], "", float(current["price_per_hour"] or 0))]
+            if want == 1 and len(members) > 1:
+                # One node keeps its own name only as a fresh launch; keep the first node instead.
+                raise errors.ConfigError("shrinking a cluster to one node renames it",
+                                         hint="make destroy, then make bringup")
+            with CREATES, inflight_launching():
+                result = self._walk(client, cell, planned, key, owner)
+        except BaseException as exc:
+            _add_error(ctx.diagnostics, exc, f"kcloud_instance {name}")
+            return None
+        return self._state(planned, client, result.instances, list(current.get("attempts") or []))
+
+    _COMPUTED = ("id", "instance_type", "region", "ip", "price_per_hour", "launched_at", "login_user", "attempts",
+                 "members")
 
     def delete(self, ctx: DeleteContext, current: State):
+        members = current.get("members") or [{"name": current.get("name"), "id": current["id"]}]
+        keep = bool(current.get("keep_boot_volumes"))
+        for m in members:
+            if self._delete_one(ctx, current, m["id"], m.get("name") or current.get("name"), keep) is not None:
+                return current
+        return None
+
+    def _delete_one(self, ctx: DeleteContext, current: State, iid: str, name: str, keep: bool):
         from kcloud.providers.base import ACTIVE, PENDING, TERMINATED, TERMINATING
 
-        iid, name = current["id"], current.get("name")
         what = f"kcloud_instance {name}"
         poll = max(0.1, float(current.get("poll_interval") or 5))
         try:
             client = self.p.client()
             self.p.record({"event": "terminate", "name": name, "id": iid})
-            client.terminate([iid])
+            if keep and getattr(client, "keeps_boot_volumes", False):
+                client.terminate([iid], keep_boot_volumes=True)
+            else:
+                client.terminate([iid])
             self.p.progress(f"{name} ({iid}): terminating")
             deadline, sent = time.monotonic() + DELETE_TIMEOUT, time.monotonic()
             while True:
@@ -438,7 +535,10 @@ class InstanceResource(_Base):
                         f"{self.p.cloud}: {name} ({iid}) still {status} {DELETE_TIMEOUT:.0f} s after terminate",
                         hint="run the destroy again; the instance stays in terraform state until it is gone")
                 if getattr(inst, "state", "") in (PENDING, ACTIVE) and time.monotonic() - sent > 30:
-                    client.terminate([iid])    # a terminate the cloud may have lost: ask again
+                    if keep and getattr(client, "keeps_boot_volumes", False):
+                        client.terminate([iid], keep_boot_volumes=True)
+                    else:
+                        client.terminate([iid])    # a terminate the cloud may have lost: ask again
                     sent = time.monotonic()
                 interruptible_sleep(poll)
         except BaseException as exc:
@@ -458,7 +558,19 @@ class InstanceResource(_Base):
                 "boot_timeout": 600, "poll_interval": 5, "instance_type": inst.instance_type,
                 "region": inst.region, "ip": inst.ip or "", "price_per_hour": inst.price_per_hour,
                 "launched_at": inst.created_at or "", "login_user": client.login_user,
-                "attempts": ["imported"]}
+                "attempts": ["imported"], "nodes": 1, "members": [_member(inst)]}
+
+
+def inflight_launching():
+    from kcloud.launch import inflight
+    return inflight.launching(os.environ.get(inflight.LOCK_ENV))
+
+
+def _member(inst, previous: dict | None = None) -> dict:
+    extra = inst.extra or {}
+    return {"name": inst.name or (previous or {}).get("name", ""), "id": inst.id, "ip": inst.ip or "",
+            "private_ip": extra.get("private_ip") or "", "instance_type": inst.instance_type,
+            "region": inst.region, "boot_volume": extra.get("os_volume_id") or ""}
 
 
 def _attempt_line(a) -> str:

@@ -52,7 +52,8 @@ def render(*, cloud: str, name: str, candidates: Iterable, ssh_key_name: str, ss
            ssh_public_key_file: str | os.PathLike = "", ssh_key_id: str = "", image: str = "",
            user_data: str = "", boot_timeout: float = 600, poll_interval: float = 5,
            journal_path: str | os.PathLike = "", progress_file: str | os.PathLike = "", owner: str = "",
-           origin: str = BRINGUP_ORIGIN) -> str:
+           origin: str = BRINGUP_ORIGIN, nodes: int = 1, shared_storage: Iterable[str] = (),
+           startup_script_id: str = "", boot_volumes: dict | None = None, keep_boot_volumes: bool = False) -> str:
     """`candidates`: kcloud.tiers.Candidate objects, dicts or (type, region) pairs, in order.
     The SSH key is either an existing key (`ssh_key_id`, shared mode) or a public key to
     register (`ssh_public_key` text or `ssh_public_key_file`)."""
@@ -85,7 +86,8 @@ def render(*, cloud: str, name: str, candidates: Iterable, ssh_key_name: str, ss
         ssh_public_key=ssh_public_key.strip(), ssh_key_id=ssh_key_id, image=image or "",
         user_data=user_data or "", boot_timeout=boot_timeout, poll_interval=poll_interval,
         journal_path=str(journal_path or ""), progress_file=str(progress_file or ""), owner=owner or "",
-        origin=origin)
+        origin=origin, nodes=int(nodes), shared_storage=list(shared_storage), startup_script_id=startup_script_id,
+        boot_volumes=dict(boot_volumes or {}), keep_boot_volumes=bool(keep_boot_volumes))
 
 
 def write(path: str | os.PathLike, **values) -> Path:
