@@ -15,12 +15,14 @@ from kcloud.emulator import start
 def emulator():
     """A factory: emulator(scenario="default", **start_kwargs); all are stopped at teardown.
 
-    Named scenarios run with short ordered/terminating phases to keep the suite fast.
+    Named scenarios run with short ordered/terminating phases and no install delay to keep
+    the suite fast.
     """
     started = []
 
     def make(scenario="default", **kwargs):
         kwargs.setdefault("boot_delay", 0.2)
+        kwargs.setdefault("install_delay", 0.0)
         if isinstance(scenario, str):
             scenario = {"extends": scenario, "lifecycle": {"order_delay": 0.05, "terminate_delay": 0.1}}
         emu = start(scenario, **kwargs)

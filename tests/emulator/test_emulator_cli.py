@@ -59,12 +59,14 @@ def test_cli_prints_exports_first_and_stops_cleanly(tmp_path, stop_signal):
         wait_for(lambda: dc("GET", f"/instances/{iid}").json()["status"] == "running")
         with urllib.request.urlopen(dc_url.rsplit("/v1", 1)[0] + "/_emulator/state", timeout=10) as r:
             ssh = json.load(r)["instances"][0]["ssh"]
-        assert list(tmp_path.iterdir()), "the emulator keeps its temp dir under --state-dir"
+        [workdir] = list(tmp_path.iterdir())  # the emulator's work dir is made under --state-dir
         proc.send_signal(stop_signal)
         assert proc.wait(timeout=15) == 0, proc.stderr.read()
         if ssh["available"]:
             assert not Path(f"/proc/{ssh['pid']}").exists(), "sshd outlived the emulator"
-        assert list(tmp_path.iterdir()) == []
+        assert list(tmp_path.iterdir()) == [workdir], "and kept after stop, for inspection"
+        assert {p.name for p in workdir.iterdir()} <= {"machines", "volumes", "filesystems", "sshd"}
+        assert (workdir / "volumes").is_dir()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -85,14 +87,15 @@ def test_cli_rejects_an_unknown_scenario():
 
 
 def test_stop_drops_open_keep_alive_connections(tmp_path):
-    emu = kcloud.emulator.start(state_dir=tmp_path)
+    emu = kcloud.emulator.start()
     lam = LambdaClient(emu.lambdalabs_url)
     assert lam("GET", "/instances").status_code == 200  # leaves a pooled keep-alive connection
+    assert emu.workdir.is_dir()
     emu.stop()
     emu.stop()  # idempotent
     with pytest.raises(requests.ConnectionError):
         lam("GET", "/instances")
-    assert list(tmp_path.iterdir()) == []
+    assert not emu.workdir.exists(), "without state_dir the work dir is removed on stop"
 
 
 def test_cli_rejects_an_unknown_ssh_mode():

@@ -139,6 +139,15 @@ def test_capacity_is_consumed_by_launch_and_returned_by_terminate(emu, lam, keyp
                 "ssh_key_names": ["k"],
                 "image": {"family": "windows-95"},
             },
+            "global/invalid-parameters",
+        ),
+        (
+            {
+                "region_name": "us-east-1",
+                "instance_type_name": "gpu_1x_a10",
+                "ssh_key_names": ["k"],
+                "image": {"id": "0" * 32},
+            },
             "global/object-does-not-exist",
         ),
     ],
@@ -309,7 +318,18 @@ def test_file_system_create_list_and_its_errors(emu, lam):
     assert error_code(fs_create(lam, "elsewhere", "mars-1")) == "global/invalid-parameters"
     state = emu.state()
     assert state["file_systems"] == [
-        {"provider": "lambdalabs", "id": fs["id"], "name": "shared-fs", "region": "us-east-1", "is_in_use": False}
+        {
+            "provider": "lambdalabs",
+            "id": fs["id"],
+            "name": "shared-fs",
+            "region": "us-east-1",
+            "mount_point": "/lambda/nfs/shared-fs",
+            "created": fs["created"],
+            "is_in_use": False,
+            "bytes_used": 0,
+            "monthly_price_usd": 0.0,
+            "path": str(emu.workdir / "filesystems" / fs["id"]),
+        }
     ]
     assert state["billable"]["file_systems"] == 1
 

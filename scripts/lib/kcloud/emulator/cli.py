@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         "--boot-delay", type=float, metavar="SECONDS", help="launch to active/running (overrides the scenario)"
     )
     p.add_argument(
+        "--install-delay",
+        type=float,
+        metavar="SECONDS",
+        help="DataCrunch: added to the first boot from a fresh OS volume (overrides the scenario)",
+    )
+    p.add_argument(
         "--ssh-port", type=int, metavar="N", help="port of the instances' sshd (default: 22 as root, else 2222)"
     )
     p.add_argument(
@@ -42,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="X",
         help="emulator (market) seconds per real second (overrides the scenario's clock.time_scale)",
     )
-    p.add_argument("--state-dir", metavar="DIR", help="where the per-run temp dir (sshd configs, keys) is made")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="make the per-run work dir (machine roots, volumes, sshd files, logs) here and keep it after stop",
+    )
     p.add_argument(
         "--ssh",
         choices=SSH_MODES,
@@ -55,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        scenario = load(args.scenario, overrides(args.latency_ms, args.boot_delay, args.ssh_port, args.time_scale))
+        scenario = load(
+            args.scenario,
+            overrides(args.latency_ms, args.boot_delay, args.ssh_port, args.time_scale, args.install_delay),
+        )
         emulator = Emulator(
             scenario,
             lambdalabs_port=args.lambdalabs_port,

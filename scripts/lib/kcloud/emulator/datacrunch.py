@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from urllib.parse import parse_qs
 
 from .server import ApiError, ProviderApi, Request, Response, json_response, text_response
+from .machines import mount_name
 from .sshd import is_public_key
 from .state import LIVE_PHASES, Instance, Volume, iso_time
 
@@ -57,6 +59,7 @@ SHARED_VOLUME_TYPES = ("HDD_Shared", "NVMe_Shared", "NVMe_Shared_Cluster")
 OS_VOLUME_TYPE = "NVMe"
 OS_VOLUME_SIZE = 100
 HOURS_PER_MONTH = 730
+IMAGE_NOT_VALID = "Operating system is not valid for this instance type"  # as dstack saw it (contract 2.2)
 VOLUME_ACTIONS = ("attach", "detach", "rename", "resize", "delete", "clone")
 MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 63, 127
 
@@ -369,7 +372,7 @@ class DataCrunchApi(ProviderApi):
         d = inst.details
         status = self.statuses[inst.phase]
         provisioned = inst.phase != "ordered"  # os_volume_id is null until provisioning starts
-        attached = [v.id for v in self.state.volume_list(self.name) if v.instance_id == inst.id]
+        attached = [v.id for v in self.state.attached(self.name, inst.id)]
         if not provisioned:
             attached = [v for v in attached if v != d["os_volume_id"]]
         return {
@@ -452,8 +455,8 @@ class DataCrunchApi(ProviderApi):
                 if image not in known_images:
                     raise ApiError("invalid", f"Invalid image: {image}.")
                 if image not in self._supported_os(type_name):
-                    raise ApiError("invalid", f"Image {image} is not supported for instance type {type_name}.")
-            to_attach = [self._detached_volume(v, location) for v in existing]
+                    raise ApiError("invalid", IMAGE_NOT_VALID)
+            to_attach = [self._attachable_volume(v, location) for v in existing]
             if len(set(existing)) != len(existing) or (os_volume and os_volume.id in existing):
                 raise ApiError("invalid", "A volume can be attached only once.")
             os_image = os_volume.image if os_volume else image
@@ -476,6 +479,8 @@ class DataCrunchApi(ProviderApi):
                     "tags": tags,
                 },
                 price_per_hour=Decimal(self.priced(type_name)["spot_price" if is_spot else "price"]),
+                startup=self.state.scripts[script_id]["script"] if script_id is not None else None,
+                install=os_volume is None,  # a fresh OS volume: the image is installed first
                 **req.instance_fault,
             )
             if not self.state.launch(inst):
@@ -498,10 +503,10 @@ class DataCrunchApi(ProviderApi):
                 )
                 self.state.add_volume(os_volume)
             for vol in [os_volume, *to_attach]:
-                vol.instance_id = inst.id
+                vol.instance_ids.append(inst.id)
             for spec in new_volumes:
                 vol = Volume(self.name, str(uuid.uuid4()), spec["name"], spec["size"], spec["type"], location)
-                vol.instance_id = inst.id
+                vol.instance_ids.append(inst.id)
                 self.state.add_volume(vol)
         return text_response(inst.id)
 
@@ -530,15 +535,36 @@ class DataCrunchApi(ProviderApi):
             raise ApiError("invalid", f"Volume {image} is not an OS volume.")
         return self._detached_volume(image, location)
 
-    def _detached_volume(self, volume_id: str, location: str) -> Volume:
+    def _detached_volume(self, volume_id: str, location: str, shareable: bool = False) -> Volume:
+        """A live volume in `location` that is detached (or, `shareable`, of a shared type)."""
         vol = self.state.volume(self.name, volume_id)
         if vol is None:
             raise ApiError("invalid", f"Volume {volume_id} not found.")
-        if vol.instance_id:
+        if vol.instance_ids and not (shareable and _shared(vol)):
             raise ApiError("invalid", f"Volume {volume_id} is attached to another instance.")
         if vol.location != location:
             raise ApiError("invalid", f"Volume {volume_id} is in {vol.location}, not {location}.")
         return vol
+
+    def _attachable_volume(self, volume_id: str, location: str) -> Volume:
+        """An `existing_volumes` entry: detached, or of a shared type (attached to any number of instances)."""
+        vol = self._detached_volume(volume_id, location, shareable=True)
+        if vol.is_os_volume:
+            raise ApiError("invalid", f"Volume {volume_id} is an OS volume: boot from it with `image`.")
+        return vol
+
+    def machine(self, inst: Instance) -> tuple[Path, dict[str, Path]]:
+        """The root is the OS volume's (volumes/<os id>/root), so a new instance booted from a kept
+        OS volume finds the files the last one left; every attached data volume is at /mnt/<name>."""
+        disk = self.state.disk
+        links: dict[str, Path] = {}
+        for vol in self.state.attached(self.name, inst.id):
+            if not vol.is_os_volume:
+                name = mount_name(vol.name, vol.id)
+                if f"/mnt/{name}" in links:
+                    name = f"{name}-{vol.id[:8]}"
+                links[f"/mnt/{name}"] = disk.volume_data(vol.id)
+        return disk.os_volume_root(inst.details["os_volume_id"]), links
 
     def instance_action(self, req: Request) -> Response:
         """PUT /instances: 202 with one result per id, or 207 if any of them failed.
@@ -569,7 +595,7 @@ class DataCrunchApi(ProviderApi):
                 doomed = [self._doomed_volume(v, [str(i) for i in ids]) for v in volume_ids]
             results = [self._act(action, str(i), volume_ids) for i in ids]
             for vol in doomed:
-                if not vol.instance_id:  # its instance was deleted above (or it was detached already)
+                if not vol.instance_ids:  # its instance was deleted above (or it was detached already)
                     self.state.delete_volume(vol, permanent)
         failed = any(r["status"] == "error" for r in results)
         return json_response(results, 207 if failed else 202)
@@ -579,7 +605,7 @@ class DataCrunchApi(ProviderApi):
         vol = self.state.volume(self.name, volume_id, trash=None)
         if vol is None:
             raise ApiError("invalid", f"Volume {volume_id} not found.")
-        if vol.instance_id and vol.instance_id not in instance_ids:
+        if any(i not in instance_ids for i in vol.instance_ids):
             raise ApiError("invalid", f"Volume {volume_id} is attached to another instance.")
         return vol
 
@@ -605,13 +631,11 @@ class DataCrunchApi(ProviderApi):
 
         Otherwise every volume is detached here; the caller deletes the listed ones.
         """
-        for vol in self.state.volume_list(self.name):
-            if vol.instance_id != inst.id:
-                continue
+        for vol in self.state.attached(self.name, inst.id):
             if volume_ids is None and vol.is_os_volume:
                 self.state.delete_volume(vol, permanent=False)
             else:
-                vol.instance_id = None
+                vol.instance_ids.remove(inst.id)
 
     # --- tags ------------------------------------------------------------
 
@@ -641,8 +665,9 @@ class DataCrunchApi(ProviderApi):
 
     def _volume(self, vol: Volume) -> dict:
         monthly = VOLUME_TYPES[vol.type] * vol.size
-        inst = self.state.get(self.name, vol.instance_id) if vol.instance_id else None
-        shared = vol.type in SHARED_VOLUME_TYPES
+        insts = [i for i in (self.state.get(self.name, iid) for iid in vol.instance_ids) if i is not None]
+        inst = insts[0] if insts else None
+        shared = _shared(vol)
         pseudo = f"/volume-{vol.id[:8]}" if shared else None
         out = {
             "id": vol.id,
@@ -654,7 +679,7 @@ class DataCrunchApi(ProviderApi):
             "created_at": iso_time(vol.created_at),
             "location": vol.location,
             "instance_id": vol.instance_id,
-            "instances": [self._volume_instance(inst)] if inst else [],
+            "instances": [self._volume_instance(i) for i in insts],
             "target": ("vda" if vol.is_os_volume else "vdb") if inst else None,
             "ssh_key_ids": [k["id"] for k in inst.ssh_keys] if inst and vol.is_os_volume else [],
             "contract": "PAY_AS_YOU_GO",
@@ -725,23 +750,25 @@ class DataCrunchApi(ProviderApi):
         spec = self._volume_spec(body)
         tags = _create_tags(body.get("tags"))
         instance_ids = body.get("instance_ids") or ([body["instance_id"]] if body.get("instance_id") else [])
-        if not isinstance(instance_ids, list) or len(instance_ids) > 1:
-            raise ApiError("invalid", "Attaching a new volume to several instances is not emulated.")
+        if not isinstance(instance_ids, list) or (len(instance_ids) > 1 and spec["type"] not in SHARED_VOLUME_TYPES):
+            raise ApiError("invalid", "Only a volume of a shared type can be attached to several instances.")
         with self.state.lock:
-            inst = self._tagged_instance(str(instance_ids[0])) if instance_ids else None
-            location = self._location(body.get("location_code") or (inst.region if inst else DEFAULT_LOCATION))
-            if inst and inst.region != location:
-                raise ApiError("invalid", f"Instance {inst.id} is in {inst.region}, not {location}.")
+            insts = [self._tagged_instance(str(i)) for i in dict.fromkeys(instance_ids)]
+            location = self._location(body.get("location_code") or (insts[0].region if insts else DEFAULT_LOCATION))
+            for inst in insts:
+                if inst.region != location:
+                    raise ApiError("invalid", f"Instance {inst.id} is in {inst.region}, not {location}.")
             vol = Volume(self.name, str(uuid.uuid4()), spec["name"], spec["size"], spec["type"], location, tags=tags)
-            vol.instance_id = inst.id if inst else None
+            vol.instance_ids = [i.id for i in insts]
             self.state.add_volume(vol)
         return text_response(vol.id, 201)
 
-    def _check_offline(self, vol: Volume, doing: str) -> None:
-        """Attach, detach and delete need the volume's instance shut down (or gone)."""
-        inst = self.state.get(self.name, vol.instance_id) if vol.instance_id else None
-        if inst is not None and inst.phase in LIVE_PHASES and inst.phase != "offline":
-            raise ApiError("forbidden", f"Can't {doing} volume {vol.id}: shut its instance down first.")
+    def _check_offline(self, vol: Volume, doing: str, instance_ids: list[str] | None = None) -> None:
+        """Attach, detach and delete need the volume's instances (or those named) shut down (or gone)."""
+        for iid in vol.instance_ids if instance_ids is None else instance_ids:
+            inst = self.state.get(self.name, iid)
+            if inst is not None and inst.phase in LIVE_PHASES and inst.phase != "offline":
+                raise ApiError("forbidden", f"Can't {doing} volume {vol.id}: shut its instance down first.")
 
     def volume_action(self, req: Request) -> Response:
         """PUT /volumes {id: id or [ids], action, ...}: every id is checked before any is acted on."""
@@ -761,21 +788,22 @@ class DataCrunchApi(ProviderApi):
                     raise ApiError("invalid", "instance_id is required.")
                 inst = self._tagged_instance(body["instance_id"])
                 for vol in vols:
-                    if vol.instance_id:
+                    if inst.id in vol.instance_ids or (vol.instance_ids and not _shared(vol)):
                         raise ApiError("invalid", f"Volume {vol.id} is already attached.")
                     if vol.location != inst.region:
                         raise ApiError("invalid", f"Volume {vol.id} is in {vol.location}, not {inst.region}.")
                 if inst.phase != "offline":
                     raise ApiError("forbidden", f"Can't attach to instance {inst.id}: shut it down first.")
                 for vol in vols:
-                    vol.instance_id = inst.id
-            elif action == "detach":
+                    vol.instance_ids.append(inst.id)
+            elif action == "detach":  # from the `instance_id` given (Go sends it), else from every instance
+                only = body.get("instance_id") or None
                 for vol in vols:
-                    if not vol.instance_id:
+                    if not vol.instance_ids or (only is not None and only not in vol.instance_ids):
                         raise ApiError("invalid", f"Volume {vol.id} is not attached.")
-                    self._check_offline(vol, "detach")
+                    self._check_offline(vol, "detach", None if only is None else [only])
                 for vol in vols:
-                    vol.instance_id = None
+                    vol.instance_ids = [] if only is None else [i for i in vol.instance_ids if i != only]
             elif action == "rename":
                 if not isinstance(body.get("name"), str) or not body["name"]:
                     raise ApiError("invalid", "name is required.")
@@ -853,6 +881,11 @@ class DataCrunchApi(ProviderApi):
             for script_id in ids:
                 del self.state.scripts[script_id]
         return text_response("")
+
+
+def _shared(vol: Volume) -> bool:
+    """Shared file system volumes (`*_Shared*` types) can be attached to several instances at once."""
+    return vol.type in SHARED_VOLUME_TYPES and not vol.is_os_volume
 
 
 def _positive_int(value) -> bool:

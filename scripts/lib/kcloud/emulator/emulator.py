@@ -1,4 +1,11 @@
-"""The emulator as one object: both API servers, the lifecycle ticker, the sshds, the admin endpoints."""
+"""The emulator as one object: both API servers, the lifecycle ticker, the machines and their sshds,
+the admin endpoints.
+
+Everything it writes lives in its work dir (`workdir`): machine roots, volumes,
+file systems, sshd files and logs (machines.py, sshd.py). The work dir is a new
+temp dir, removed on stop; under a given `state_dir` it is kept after stop for
+inspection (its sshds and startup scripts are stopped all the same).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from pathlib import Path
 
 from .datacrunch import DataCrunchApi
 from .lambdalabs import LambdaApi
+from .machines import Disk
 from .scenario import Scenario, load
 from .server import ApiServer, Response, json_response
 from .sshd import SshdManager
@@ -46,8 +54,10 @@ class Emulator:
         self.ssh_mode = ssh
         self.workdir = Path(tempfile.mkdtemp(prefix="kcloud-emulator-", dir=state_dir))
         self.workdir.chmod(0o755)  # login users other than root read their authorized_keys below it
+        self.keep_workdir = state_dir is not None
         try:
-            self._state = State(scenario)
+            self.disk = Disk(self.workdir)
+            self._state = State(scenario, self.disk)
             self.sshd = SshdManager(
                 self.workdir, scenario.ssh["port"], scenario.ssh["address_base"], enabled=ssh != "off"
             )
@@ -67,6 +77,8 @@ class Emulator:
         self.datacrunch_url = self.servers["datacrunch"].url
         self._stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="emulator-ticker", daemon=True)
+        self._boots: dict[str, threading.Thread] = {}  # instance id -> its boot in progress
+        self._boot_lock = threading.Lock()
         self._stopped = False
 
     def start(self) -> Emulator:
@@ -78,7 +90,8 @@ class Emulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving, kill every sshd, remove the temp dir. Safe to call twice."""
+        """Stop serving, kill every startup script and sshd, remove the work dir (kept under a given
+        `state_dir`). Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
@@ -87,8 +100,13 @@ class Emulator:
             server.stop()
         if self._ticker.is_alive():
             self._ticker.join(timeout=10)
-        self.sshd.stop_all()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.disk.stop_all_startups()
+        for thread in self._boot_threads():
+            thread.join(timeout=10)
+        self.sshd.close()
+        self.disk.kill_processes(self._state.machine_ids())
+        if not self.keep_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Emulator:
         return self
@@ -113,9 +131,15 @@ class Emulator:
 
     def reset(self) -> None:
         """Back to the scenario's initial state: no instances, keys, volumes, scripts, filesystems,
-        tokens or request log."""
+        tokens or request log; machine roots, volumes and file systems are wiped from disk."""
+        machines = self._state.machine_ids()
         self._state.reset()
+        self.disk.stop_all_startups()
+        for thread in self._boot_threads():
+            thread.join(timeout=10)
         self.sshd.stop_all()
+        self.disk.kill_processes(machines)
+        self.disk.wipe()
 
     # --- lifecycle -------------------------------------------------------
 
@@ -127,22 +151,63 @@ class Emulator:
                 traceback.print_exc()
 
     def _tick(self) -> None:
-        """Market events and timed transitions; sshd runs exactly for the instances that are active.
+        """Market events and timed transitions; sshd runs exactly for the instances that are active,
+        startup scripts only for those still booting.
 
-        The market also catches up whenever capacity is read or taken, so no
-        answer lags behind a due market event (the tick alone would allow ~50 ms).
+        A boot (machine root, startup script, sshd) runs in a thread of its own,
+        so a slow startup script holds up no other instance. The market also
+        catches up whenever capacity is read or taken, so no answer lags behind a
+        due market event (the tick alone would allow ~50 ms).
         """
-        ready = self._state.advance()
+        ready, ended = self._state.advance()
         for instance_id in self.sshd.running() - self._state.active_ids():
             self.sshd.stop(instance_id)
+        for instance_id in self.disk.startups() - self._state.booting_ids():
+            self.disk.stop_startup(instance_id)
+        self.disk.kill_processes({inst.id for inst in ended})
+        for inst in ended:
+            if inst.provider == "lambdalabs":  # its disk goes with it; DataCrunch's is the OS volume
+                self.disk.remove_machine(inst.id)
         for inst in ready:
-            if self._stopping.is_set():
+            with self._boot_lock:
+                if self._stopping.is_set() or inst.id in self._boots:
+                    continue
+                thread = threading.Thread(target=self._boot, args=(inst,), name=f"boot-{inst.id}", daemon=True)
+                self._boots[inst.id] = thread
+            thread.start()
+
+    def _boot_threads(self) -> list[threading.Thread]:
+        with self._boot_lock:
+            return list(self._boots.values())
+
+    def _boot(self, inst) -> None:
+        """Boot one instance: its machine root and mounts, the startup script on its first boot,
+        then its sshd; it becomes active only after all of that."""
+        try:
+            api = self.apis[inst.provider]
+            user = self.sshd.ensure_user(api.login_user)
+            with self._state.lock:
+                root, links = api.machine(inst)
+                first = not inst.booted
+                inst.booted = True
+            home = self.disk.prepare(root, user, links)
+            with self._state.lock:
+                inst.root, inst.home = str(root), str(home)
+            if first:
+                timeout = self._state.scenario.lifecycle["startup_timeout"]
+                self.disk.run_startup(inst.id, root, home, user, inst.startup, timeout)
+            if self._stopping.is_set() or inst.phase != "booting":
                 return
             ip = inst.ip or self.sshd.address()
             keys = [k["public_key"] for k in inst.ssh_keys]
-            ssh = self.sshd.start(inst.id, ip, self.apis[inst.provider].login_user, keys)
+            ssh = self.sshd.start(inst.id, ip, api.login_user, keys, root, home)
             if not self._state.activate(inst, ip, ssh):
                 self.sshd.stop(inst.id)
+        except Exception:  # one broken boot must not stop the others; it is retried on the next tick
+            traceback.print_exc()
+        finally:
+            with self._boot_lock:
+                self._boots.pop(inst.id, None)
 
     # --- admin endpoints (/_emulator/*, no auth, on both ports) ----------
 
@@ -188,15 +253,17 @@ def start(
     state_dir: str | Path | None = None,
     ssh: str = "auto",
     time_scale: float | None = None,
+    install_delay: float | None = None,
 ) -> Emulator:
     """Start an emulator in this process (for tests). `scenario` is a name, a file or a dict.
 
     `ssh`: "auto" (sshd if installed, else a warning), "required" (EmulatorError
     without sshd), "off" (never start sshd). `time_scale`: emulator (market)
-    seconds per real second, overriding the scenario's `clock.time_scale`.
+    seconds per real second, overriding the scenario's `clock.time_scale`. `install_delay`
+    overrides `lifecycle.install_delay`. `state_dir`: make the work dir there and keep it after stop.
     """
     emulator = Emulator(
-        load(scenario, overrides(latency_ms, boot_delay, ssh_port, time_scale)),
+        load(scenario, overrides(latency_ms, boot_delay, ssh_port, time_scale, install_delay)),
         lambdalabs_port=lambdalabs_port,
         datacrunch_port=datacrunch_port,
         state_dir=state_dir,
@@ -206,17 +273,22 @@ def start(
 
 
 def overrides(
-    latency_ms: int | None, boot_delay: float | None, ssh_port: int | None, time_scale: float | None = None
+    latency_ms: int | None,
+    boot_delay: float | None,
+    ssh_port: int | None,
+    time_scale: float | None = None,
+    install_delay: float | None = None,
 ) -> dict:
     """The command-line knobs, as a partial scenario merged over the chosen one."""
     out: dict = {}
+    lifecycle = {k: v for k, v in (("boot_delay", boot_delay), ("install_delay", install_delay)) if v is not None}
+    if lifecycle:
+        out["lifecycle"] = lifecycle
     if time_scale is not None:
         out["clock"] = {"time_scale": time_scale}
     if latency_ms is not None:
         out["lambdalabs"] = {"latency_ms": latency_ms}
         out["datacrunch"] = {"latency_ms": latency_ms}
-    if boot_delay is not None:
-        out["lifecycle"] = {"boot_delay": boot_delay}
     if ssh_port is not None:
         out["ssh"] = {"port": ssh_port}
     return out

@@ -13,10 +13,11 @@ import re
 import time
 import uuid
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 from .server import ApiError, ProviderApi, Request, Response, json_response, text_response
 from .sshd import generate_keypair, is_public_key
-from .state import Instance, iso_time
+from .state import Instance, iso_time, private_ip
 
 # kind -> (HTTP status, code, message, suggestion); messages are the spec's defaults.
 ERRORS = {
@@ -194,7 +195,7 @@ class LambdaApi(ProviderApi):
             out["name"] = inst.name
         if inst.ip and status != "terminated":  # `ip` is absent until the first boot completes
             out["ip"] = inst.answer_ip or inst.ip
-            out["private_ip"] = "10.0." + ".".join(inst.ip.split(".")[2:])
+            out["private_ip"] = private_ip(inst.ip)
         return out
 
     def _image(self, image: dict, region: str) -> dict:
@@ -288,6 +289,7 @@ class LambdaApi(ProviderApi):
                     "file_system_names": [self.state.file_systems[m["file_system_id"]]["name"] for m in mounts],
                 },
                 price_per_hour=Decimal(self.priced(type_name)["price_cents_per_hour"]) / 100,
+                startup=user_data,
                 **req.instance_fault,
             )
             if not self.state.launch(inst):
@@ -335,20 +337,42 @@ class LambdaApi(ProviderApi):
         return [{"mount_point": mp, "file_system_id": i} for i, mp in chosen.items()]
 
     def _launch_image(self, spec, type_name: str, region: str) -> dict:
-        """Resolve `{"id"}` / `{"family"}` (default: latest Lambda Stack) to an image of the type's architecture."""
+        """Resolve `{"id"}` / `{"family"}` (default: latest Lambda Stack) to an image of the region
+        and of the type's architecture.
+
+        A family the region lacks, or one without an image of the type's
+        architecture there, is 400 `global/invalid-parameters`; an unknown image
+        id is 400 `global/object-does-not-exist`.
+        """
         arch = self.catalog["types"][type_name].get("architecture", "x86_64")
         spec = spec or {"family": DEFAULT_IMAGE_FAMILY}
         if not isinstance(spec, dict) or len(spec) != 1 or not {"id", "family"} & set(spec):
             raise ApiError("invalid", 'image must be {"id": ...} or {"family": ...}.')
-        images = [self._image(i, region) for i in self.catalog["images"]]
+        images = self._region_images(region)
         key = "id" if "id" in spec else "family"
         matches = [i for i in images if i[key] == spec[key]]
         if not matches:
-            raise ApiError("not-found", f"Image {spec[key]!r} was not found in {region}.", status=400)
+            if key == "id":
+                raise ApiError("not-found", f"Image {spec[key]!r} was not found in {region}.", status=400)
+            raise ApiError("invalid", f"Image family {spec[key]!r} is not available in region {region}.")
         fitting = [i for i in matches if i["architecture"] == arch]
         if not fitting:
             raise ApiError("invalid", f"Image {spec[key]!r} does not support {type_name} ({arch}).")
         return fitting[0]
+
+    def _region_images(self, region: str) -> list[dict]:
+        """The images served in a region: a catalog image without `regions` is served everywhere."""
+        return [self._image(i, region) for i in self.catalog["images"] if region in i.get("regions", [region])]
+
+    def machine(self, inst: Instance) -> tuple[Path, dict[str, Path]]:
+        """Its own root (machines/<id>), each mounted file system linked at its mount point."""
+        disk = self.state.disk
+        links = {
+            m["mount_point"]: disk.fs_dir(m["file_system_id"])
+            for m in inst.details["file_system_mounts"]
+            if m["file_system_id"] in self.state.file_systems
+        }
+        return disk.machine_root(inst.id), links
 
     def _instances_from(self, req: Request) -> list[Instance]:
         ids = req.json_object().get("instance_ids")
@@ -402,8 +426,7 @@ class LambdaApi(ProviderApi):
         return json_response({"data": {}})
 
     def images(self, req: Request) -> Response:
-        data = [self._image(i, r) for r in self.catalog["regions"] for i in self.catalog["images"]]
-        return json_response({"data": data})
+        return json_response({"data": [i for r in self.catalog["regions"] for i in self._region_images(r)]})
 
     def regions(self, req: Request) -> Response:
         return json_response({"data": [self._region(code) for code in self.catalog["regions"]]})
@@ -411,7 +434,7 @@ class LambdaApi(ProviderApi):
     # --- filesystems -----------------------------------------------------
 
     def _fs(self, fs: dict) -> dict:
-        """The Filesystem object. `bytes_used` stays 0: nothing is ever written to it."""
+        """The Filesystem object; `bytes_used` is what its directory holds now."""
         return {
             "id": fs["id"],
             "name": fs["name"],
@@ -420,7 +443,7 @@ class LambdaApi(ProviderApi):
             "created_by": dict(ACCOUNT_USER),
             "is_in_use": self.state.fs_in_use(fs["id"]),
             "region": self._region(fs["region"]),
-            "bytes_used": 0,
+            "bytes_used": self.state.fs_bytes_used(fs["id"]),
         }
 
     def file_systems(self, req: Request) -> Response:
@@ -447,7 +470,7 @@ class LambdaApi(ProviderApi):
                 "mount_point": f"/lambda/nfs/{name}",
                 "created": iso_time(time.time()),
             }
-            existing[fs["id"]] = fs
+            self.state.add_file_system(fs)
             return json_response({"data": self._fs(fs)})
 
     def delete_file_system(self, req: Request, fs_id: str) -> Response:
@@ -460,7 +483,7 @@ class LambdaApi(ProviderApi):
                     "Filesystem is in use by an instance; terminate the instance first.",
                     code="filesystems/filesystem-in-use",
                 )
-            del self.state.file_systems[fs_id]
+            self.state.delete_file_system(fs_id)
         return json_response({"data": {"deleted_ids": [fs_id]}})
 
 

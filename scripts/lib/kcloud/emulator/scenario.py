@@ -56,7 +56,13 @@ def _provider_defaults(catalog: str, credentials: dict, increment_s: int, **extr
 # Every scenario is merged over these; they double as the schema of known keys.
 DEFAULTS: dict = {
     "description": "",
-    "lifecycle": {"order_delay": 0.5, "boot_delay": 3.0, "terminate_delay": 1.0},
+    "lifecycle": {
+        "order_delay": 0.5,
+        "boot_delay": 3.0,
+        "install_delay": 2.0,  # DataCrunch: added to the first boot from a fresh OS volume
+        "terminate_delay": 1.0,
+        "startup_timeout": 60.0,  # bound on a startup script (user_data / startup_script_id)
+    },
     "clock": {"time_scale": 1.0},  # emulator (market) seconds per real second
     "ssh": {"port": None, "address_base": "random"},
     # Lambda bills per minute (contract 1.5); DataCrunch's increment is not in the contract (README).
@@ -181,6 +187,10 @@ def _load_catalog(ref: str, overrides: dict) -> dict:
         unknown = set(entry.get("regions", [])) - set(catalog["regions"])
         if unknown:
             raise ScenarioError(f"catalog {ref}: type {name} sold in unknown regions {sorted(unknown)}")
+    for image in catalog.get("images", []):
+        unknown = set(image.get("regions", [])) - set(catalog["regions"])
+        if unknown:
+            raise ScenarioError(f"catalog {ref}: an image is served in unknown regions {sorted(unknown)}")
     return catalog
 
 

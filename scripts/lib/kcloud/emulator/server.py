@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -148,6 +149,10 @@ class ProviderApi:
 
     def set_price(self, type_name: str, data: dict) -> dict:
         """Validate and apply `POST /_emulator/price`; returns the fields now in effect."""
+        raise NotImplementedError
+
+    def machine(self, inst) -> tuple[Path, dict[str, Path]]:
+        """An instance's machine root and its mounts (`/path/in/root` -> directory); caller holds the lock."""
         raise NotImplementedError
 
     def handle(self, req: Request) -> Response:

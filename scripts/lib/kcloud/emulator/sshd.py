@@ -6,19 +6,27 @@ collide), its own host key, and an AuthorizedKeysFile holding only the public
 keys it was launched with. As root, sshd listens on port 22 (or --ssh-port)
 for the provider's login user (Lambda `ubuntu`, DataCrunch `root`); as any
 other user it can only log that user in, on an unprivileged port (2222).
+
+Every session is the instance's own machine (machines.py): sshd sets HOME to
+the home directory inside the instance's root (`SetEnv`, which wins over the
+passwd entry), plus KCLOUD_EMULATOR_ROOT and KCLOUD_INSTANCE_ID, and a
+ForceCommand wrapper starts every session in HOME: the client's command
+through the user's shell, a login shell when there is none, and the
+sftp-server binary for the sftp subsystem (internal-sftp cannot be exec'd).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import contextlib
-import ctypes
 import getpass
 import ipaddress
 import os
 import pwd
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -28,7 +36,10 @@ import threading
 import time
 from pathlib import Path
 
+from .machines import child_setup, home_binds
+
 SSHD = "/usr/sbin/sshd"
+SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/lib/sftp-server")
 OFF_REASON = "SSH is off (the emulator was started with ssh='off'): instances are not reachable by SSH"
 START_TIMEOUT = 5.0
 STOP_TIMEOUT = 3.0
@@ -54,8 +65,26 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 PrintMotd no
-Subsystem sftp internal-sftp
-LogLevel INFO
+PermitUserRC no
+PermitUserEnvironment no
+X11Forwarding no
+SetEnv {env}
+ForceCommand {session}
+{subsystem}LogLevel INFO
+"""
+# The ForceCommand: sshd runs it with the user's shell (`$SHELL -c`), the client's command in
+# SSH_ORIGINAL_COMMAND (unset when there is none; the sftp subsystem's command line for sftp).
+SESSION = """\
+#!/bin/sh
+# kcloud emulator: every session of instance {instance_id} starts in its own HOME.
+cd "$HOME" || exit 1
+if [ -z "${{SSH_ORIGINAL_COMMAND+set}}" ]; then
+    exec "${{SHELL:-/bin/sh}}" -l
+fi
+case "$SSH_ORIGINAL_COMMAND" in
+    {sftp_case}
+esac
+exec "${{SHELL:-/bin/sh}}" -c "$SSH_ORIGINAL_COMMAND"
 """
 
 
@@ -85,18 +114,6 @@ def generate_keypair(comment: str) -> tuple[str, str]:
         return path.read_text(), path.with_suffix(".pub").read_text().strip()
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the emulator dies without stopping us (Linux only)."""
-    if _LIBC is not None:
-        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-try:
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - non-glibc platforms
-    _LIBC = None
-
-
 class SshdManager:
     """Starts and stops one sshd per instance. Thread-safe."""
 
@@ -112,9 +129,19 @@ class SshdManager:
         self._next = 2
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
+        # sshds are forked by one long-lived thread: PR_SET_PDEATHSIG fires when the forking
+        # *thread* exits, and instances boot in short-lived threads of their own.
+        self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sshd-spawner")
 
     def login_user(self, provider_user: str) -> str:
         return provider_user if self.is_root else getpass.getuser()
+
+    def ensure_user(self, provider_user: str) -> str:
+        """The login user, created first as root when this computer lacks it (and sshd will run)."""
+        user = self.login_user(provider_user)
+        if self.is_root and not self.unavailable_reason:
+            _ensure_user(user)
+        return user
 
     def address(self) -> str:
         """The next loopback address whose SSH port nobody else is using."""
@@ -126,25 +153,29 @@ class SshdManager:
                     return str(ip)
         raise RuntimeError(f"no free loopback address near {self.base}")
 
-    def start(self, instance_id: str, ip: str, provider_user: str, public_keys: list[str]) -> dict:
-        """Run sshd for an instance; returns the `ssh` block reported in the admin state."""
+    def start(
+        self, instance_id: str, ip: str, provider_user: str, public_keys: list[str], root: Path, home: Path
+    ) -> dict:
+        """Run sshd for an instance whose machine root and HOME exist; returns the `ssh` block of the admin state."""
         user = self.login_user(provider_user)
         info = {"host": ip, "port": self.port, "user": user}
         if self.unavailable_reason:
             return {**info, "available": False, "reason": self.unavailable_reason}
         try:
-            if self.is_root:
-                _ensure_user(user)
-            proc = self._spawn(instance_id, ip, user, public_keys)
+            self.ensure_user(provider_user)
+            proc = self._spawn(instance_id, ip, user, public_keys, root, home)
         except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
             return {**info, "available": False, "reason": str(exc)}
         with self._lock:
             self._procs[instance_id] = proc
-        return {**info, "available": True, "pid": proc.pid}
+        return {**info, "available": True, "pid": proc.pid, "isolated": proc.isolated}
 
-    def _spawn(self, instance_id: str, ip: str, user: str, public_keys: list[str]) -> subprocess.Popen:
-        d = self.workdir / instance_id
+    def _spawn(
+        self, instance_id: str, ip: str, user: str, public_keys: list[str], root: Path, home: Path
+    ) -> subprocess.Popen:
+        d = self.workdir / "sshd" / instance_id
         d.mkdir(parents=True, exist_ok=True)
+        d.parent.chmod(0o755)
         d.chmod(0o755)  # sshd reads authorized_keys as the login user
         host_key = d / "ssh_host_ed25519_key"
         if not host_key.exists():
@@ -158,19 +189,34 @@ class SshdManager:
         keys = d / "authorized_keys"
         keys.write_text("".join(k.strip() + "\n" for k in public_keys))
         keys.chmod(0o644)
+        sftp = sftp_server()
+        session = d / "session"
+        sftp_case = f"{shlex.quote(sftp)}) exec {shlex.quote(sftp)} ;;" if sftp else 'internal-sftp) echo "sftp-server is not installed" >&2; exit 1 ;;'
+        session.write_text(SESSION.format(instance_id=instance_id, sftp_case=sftp_case))
+        session.chmod(0o755)
+        env = {"HOME": home, "KCLOUD_EMULATOR_ROOT": root, "KCLOUD_INSTANCE_ID": instance_id}
         config = d / "sshd_config"
-        config.write_text(SSHD_CONFIG.format(ip=ip, port=self.port, dir=d, user=user))
+        config.write_text(
+            SSHD_CONFIG.format(
+                ip=ip,
+                port=self.port,
+                dir=d,
+                user=user,
+                env=" ".join(_config_word(f"{k}={v}") for k, v in env.items()),
+                session=shlex.quote(str(session)),
+                subsystem=f"Subsystem sftp {sftp}\n" if sftp else "",
+            )
+        )
         if self.is_root:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
+        binds = home_binds(root, (user, "root"), self.workdir)
         with open(d / "sshd.log", "ab") as log:
-            proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+            try:
+                proc = self._spawner.submit(self._popen, config, log, binds).result()
+            except subprocess.SubprocessError:  # no mount namespace here: HOME alone, without one
+                binds = []
+                proc = self._spawner.submit(self._popen, config, log, binds).result()
+        proc.isolated = bool(binds)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -181,6 +227,17 @@ class SshdManager:
             time.sleep(0.02)
         _terminate(proc)
         raise RuntimeError(f"sshd did not listen on {ip}:{self.port} within {START_TIMEOUT}s")
+
+    @staticmethod
+    def _popen(config: Path, log, binds: list[tuple[str, str]]) -> subprocess.Popen:
+        return subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=child_setup(binds),
+        )
 
     def running(self) -> set[str]:
         with self._lock:
@@ -195,6 +252,11 @@ class SshdManager:
     def stop_all(self) -> None:
         for instance_id in self.running():
             self.stop(instance_id)
+
+    def close(self) -> None:
+        """Stop every sshd and the spawner thread (the emulator is stopping)."""
+        self.stop_all()
+        self._spawner.shutdown(wait=True)
 
 
 def _terminate(proc: subprocess.Popen) -> None:
@@ -232,6 +294,18 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def sftp_server() -> str | None:
+    """The external sftp server binary sessions exec for the sftp subsystem, or None."""
+    return next((p for p in SFTP_SERVERS if os.access(p, os.X_OK)), None)
+
+
+def _config_word(text: str) -> str:
+    """One double-quoted sshd_config argument; characters sshd could misread are refused."""
+    if any(c in text for c in '"\\\n\r'):
+        raise RuntimeError(f"cannot put {text!r} in an sshd_config (quote, backslash or newline)")
+    return f'"{text}"'
+
+
 def _missing_tools() -> str | None:
     """Why no instance can get an sshd here (naming the fix), or None."""
     if not os.access(SSHD, os.X_OK):
@@ -265,7 +339,12 @@ def _port_free(ip: str, port: int, connect: bool = False) -> bool:
 
 
 def _ensure_user(user: str) -> None:
-    """As root, create the provider's login user (e.g. `ubuntu`) if this machine lacks it."""
+    """As root, create the provider's login user (e.g. `ubuntu`) if this machine lacks it.
+
+    This (once per computer, like installing openssh-server) is the only thing the
+    emulator writes outside its work dir. Its home directory is made too, so that
+    sessions and startup scripts can cover it with the instance's (`home_binds`).
+    """
     try:
         pwd.getpwnam(user)
     except KeyError:

@@ -36,6 +36,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .capacity import Capacity
 from .faults import Fault, RateLimiter, parse_faults
+from .machines import Disk
 from .market import Market
 from .scenario import PROVIDERS, Scenario
 
@@ -43,6 +44,7 @@ LIVE_PHASES = ("ordered", "booting", "active", "unhealthy", "offline")
 REQUEST_LOG_LIMIT = 10000
 MARKET_LOG_LIMIT = 10000
 CENT = Decimal("0.01")
+FS_USD_PER_GB_MONTH = Decimal("0.20")
 
 
 @dataclass
@@ -65,6 +67,11 @@ class Instance:
     ip: str | None = None  # assigned when it first becomes active
     answer_ip: str | None = None  # an `answer_ip` fault: what the API says instead of `ip`
     ssh: dict = field(default_factory=dict)
+    startup: str | None = None  # user_data / startup script text, run at the first boot
+    install: bool = False  # boots from a fresh OS volume: the first boot adds lifecycle.install_delay
+    booted: bool = False  # the first boot (startup script) has happened
+    root: str | None = None  # its machine root directory and HOME, once it first boots
+    home: str | None = None
     price_per_hour: Decimal = Decimal(0)  # USD, the price when the launch was accepted
     billing_start_ms: int | None = None  # epoch ms: launch accepted (or first active, per `billing.start`)
     billing_end_ms: int | None = None  # epoch ms: terminate/delete accepted
@@ -81,11 +88,16 @@ class Volume:
     type: str
     location: str
     is_os_volume: bool = False
-    instance_id: str | None = None  # attached to this instance
+    instance_ids: list = field(default_factory=list)  # attached to these (several only for shared types)
     tags: list = field(default_factory=list)  # [{"id", "key", "value"}]
     image: str | None = None  # OS volumes: the image they were made from
     created_at: float = field(default_factory=time.time)
     deleted_at: float | None = None
+
+    @property
+    def instance_id(self) -> str | None:
+        """The (first) instance it is attached to."""
+        return self.instance_ids[0] if self.instance_ids else None
 
     @property
     def trash(self) -> bool:
@@ -95,19 +107,20 @@ class Volume:
     def status(self) -> str:
         if self.trash:
             return "deleted"
-        return "attached" if self.instance_id else "detached"
+        return "attached" if self.instance_ids else "detached"
 
 
 class State:
     """The emulator's memory. Public methods lock; callers rendering several fields lock too."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, disk: Disk | None = None) -> None:
         self.lock = threading.RLock()
         self.scenario = scenario
+        self.disk = disk  # the directories behind volumes and file systems (None: nothing on disk)
         self.reset()
 
     def reset(self) -> None:
-        """Back to the scenario's initial state (the caller stops the sshds)."""
+        """Back to the scenario's initial state (the caller stops the sshds and wipes the disk)."""
         with self.lock:
             sc = self.scenario
             self.capacity = {p: Capacity(sc.catalogs[p], sc.provider(p)["capacity"]) for p in PROVIDERS}
@@ -233,9 +246,10 @@ class State:
             now = time.monotonic()
             if self.scenario.billing(instance.provider)["start"] == "launch":
                 instance.billing_start_ms = epoch_ms()
+            boot = life["boot_delay"] + (life["install_delay"] if instance.install else 0)
             instance.phase = "ordered"
-            instance.due = now + min(life["order_delay"], life["boot_delay"])
-            instance.boot_at = now + life["boot_delay"]
+            instance.due = now + min(life["order_delay"], boot)
+            instance.boot_at = now + boot
             self.instances[instance.id] = instance
             return True
 
@@ -274,9 +288,10 @@ class State:
     def _boot(self, inst: Instance, due: float) -> None:
         inst.phase, inst.due = "booting", due
 
-    def advance(self) -> list[Instance]:
-        """Apply timed transitions; returns the instances whose boot is complete (to activate)."""
-        ready = []
+    def advance(self) -> tuple[list[Instance], list[Instance]]:
+        """Apply timed transitions; returns the instances whose boot is complete (to activate)
+        and those that have just become terminated."""
+        ready, ended = [], []
         with self.lock:
             self._sync_markets()
             now = time.monotonic()
@@ -291,9 +306,10 @@ class State:
                     inst.phase, inst.due = "unhealthy", None
                 elif inst.phase == "terminating":
                     inst.phase, inst.due = "terminated", None
+                    ended.append(inst)
                     self.capacity[inst.provider].give(inst.instance_type, inst.region)
                     self.markets[inst.provider].returned(inst.instance_type, inst.region)
-        return ready
+        return ready, ended
 
     def activate(self, inst: Instance, ip: str, ssh: dict) -> bool:
         """Finish a boot once its sshd runs; False if the instance moved on meanwhile."""
@@ -309,6 +325,15 @@ class State:
     def active_ids(self) -> set[str]:
         with self.lock:
             return {i.id for i in self.instances.values() if i.phase == "active"}
+
+    def machine_ids(self) -> set[str]:
+        """Every instance that has booted since the reset (whose processes may still run)."""
+        with self.lock:
+            return {i.id for i in self.instances.values() if i.booted}
+
+    def booting_ids(self) -> set[str]:
+        with self.lock:
+            return {i.id for i in self.instances.values() if i.phase == "booting"}
 
     def live(self, inst: Instance) -> bool:
         """True until the instance is terminated (a terminating one still holds its mounts)."""
@@ -334,13 +359,20 @@ class State:
             return [v for v in self.volumes.values() if v.provider == provider and v.trash == trash]
 
     def delete_volume(self, vol: Volume, permanent: bool) -> None:
-        """Detach, then move to the trash, or forget it altogether."""
+        """Detach, then move to the trash (its data kept), or forget it and its data altogether."""
         with self.lock:
-            vol.instance_id = None
+            vol.instance_ids = []
             if permanent:
                 self.volumes.pop(vol.id, None)
+                if self.disk:
+                    self.disk.remove_volume(vol.id)
             elif not vol.trash:
                 vol.deleted_at = time.time()
+
+    def attached(self, provider: str, instance_id: str) -> list[Volume]:
+        """The live volumes attached to an instance, in creation order."""
+        with self.lock:
+            return [v for v in self.volume_list(provider) if instance_id in v.instance_ids]
 
     # --- startup scripts (DataCrunch) ------------------------------------
 
@@ -352,6 +384,23 @@ class State:
 
     # --- filesystems (Lambda) --------------------------------------------
 
+    def add_file_system(self, fs: dict) -> dict:
+        with self.lock:
+            self.file_systems[fs["id"]] = fs
+            if self.disk:
+                self.disk.make_fs(fs["id"])
+        return fs
+
+    def delete_file_system(self, fs_id: str) -> None:
+        with self.lock:
+            del self.file_systems[fs_id]
+            if self.disk:
+                self.disk.remove_fs(fs_id)
+
+    def fs_bytes_used(self, fs_id: str) -> int:
+        """What the file system's directory holds now (0 without a disk)."""
+        return self.disk.bytes_used(self.disk.fs_dir(fs_id)) if self.disk else 0
+
     def fs_in_use(self, fs_id: str) -> bool:
         with self.lock:
             return any(
@@ -359,6 +408,22 @@ class State:
                 for i in self.instances.values()
                 if self.live(i)
             )
+
+    def _fs_entry(self, fs: dict) -> dict:
+        """A file system in the admin view, with what it holds and costs a month now."""
+        used = self.fs_bytes_used(fs["id"])
+        return {
+            "provider": "lambdalabs",
+            "id": fs["id"],
+            "name": fs["name"],
+            "region": fs["region"],
+            "mount_point": fs["mount_point"],
+            "created": fs["created"],
+            "is_in_use": self.fs_in_use(fs["id"]),
+            "bytes_used": used,
+            "monthly_price_usd": fs_monthly_price(used),
+            "path": str(self.disk.fs_dir(fs["id"])) if self.disk else None,
+        }
 
     # --- prices and billing ----------------------------------------------
 
@@ -399,6 +464,8 @@ class State:
                         "fault": i.fault,
                         "created_at": iso_time(i.created_at),
                         "price_per_hour": float(i.price_per_hour),
+                        "root": i.root,
+                        "home": i.home,
                         **_instance_extras(i),
                     }
                     for i in self.list()
@@ -415,6 +482,7 @@ class State:
                         "status": v.status,
                         "is_os_volume": v.is_os_volume,
                         "instance_id": v.instance_id,
+                        "instance_ids": list(v.instance_ids),
                         "trash": v.trash,
                         "tags": [dict(t) for t in v.tags],
                     }
@@ -424,16 +492,7 @@ class State:
                     {"provider": "datacrunch", "id": sc["id"], "name": sc["name"], "length": len(sc["script"])}
                     for sc in self.scripts.values()
                 ],
-                "file_systems": [
-                    {
-                        "provider": "lambdalabs",
-                        "id": f["id"],
-                        "name": f["name"],
-                        "region": f["region"],
-                        "is_in_use": self.fs_in_use(f["id"]),
-                    }
-                    for f in self.file_systems.values()
-                ],
+                "file_systems": [self._fs_entry(f) for f in self.file_systems.values()],
                 "billable": {
                     "instances": len(self.list()),
                     "volumes": len(self.volumes),
@@ -450,6 +509,16 @@ class State:
             }
 
 
+def private_ip(ip: str) -> str:
+    """The private address of an instance with loopback address 127.R.S.x: 10.0.S.x (distinct per instance)."""
+    return "10.0." + ".".join(ip.split(".")[2:])
+
+
+def fs_monthly_price(bytes_used: int) -> float:
+    """Lambda file systems: $0.20 per GB used per month (contract 1.2; GB = 10^9 bytes), USD to 1e-6."""
+    return float((FS_USD_PER_GB_MONTH * bytes_used / 10**9).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP))
+
+
 def _instance_extras(inst: Instance) -> dict:
     """Provider-specific launch fields worth auditing: tags, mounts, volumes, user data (as a hash)."""
     d = inst.details
@@ -457,6 +526,7 @@ def _instance_extras(inst: Instance) -> dict:
     if inst.provider == "lambdalabs":
         user_data = d.get("user_data")
         out["file_system_names"] = list(d.get("file_system_names", []))
+        out["private_ip"] = private_ip(inst.ip) if inst.ip else None
         out["user_data"] = (
             {"length": len(user_data), "sha256": hashlib.sha256(user_data.encode()).hexdigest()}
             if isinstance(user_data, str)
