@@ -62,6 +62,7 @@ COMMANDS = {
     "doctor": ("kcloud.bringup.doctor", "every check bringup makes, changing nothing (make preflight)"),
     "prepare": ("kcloud.bringup.prepare", "what `make` does: the directory's SSH key and what bringup installs"),
     "offers": ("kcloud.offers", "merged live offers of every provider: GPUs, VRAM, $/h, billing, capacity"),
+    "job": ("kcloud.jobs.commands", "run work on the machines: job submit|list|status|logs|fetch|cancel"),
     "watchdog": ("kcloud.launch.watchdog", "the dead-man's switch of KCLOUD_MAX_LIFETIME / KCLOUD_MAX_SPEND"),
     "demo": ("kcloud.demo", "the main job end to end on the bundled emulator"),
     "bench": ("kcloud.bench", "benchmarks that print figures"),

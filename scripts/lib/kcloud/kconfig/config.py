@@ -67,6 +67,7 @@ class _Settings:     # the frozen dataclass `Settings`, made on first use (_sett
     max_lifetime: float = 0.0   # KCLOUD_MAX_LIFETIME (seconds); 0 = none. Enforced by the watchdog
     max_spend: float | None = None  # KCLOUD_MAX_SPEND (USD) for this directory's machines; None = none
     any_group: str = ""         # KCLOUD_ANY + KCLOUD_ANY_GROUP: a cross-provider group of the shared ladder; "" = provider only
+    destroy_after_job: bool = False  # KCLOUD_DESTROY_AFTER_JOB: every job submit acts as --then destroy
     nodes: int = 1              # KCLOUD_NODES: machines of one type in one region, all or nothing
     startup_script: str = ""    # KCLOUD_STARTUP_SCRIPT: path of a script run on every node at first boot ("" = none)
     filesystem: str = ""        # <P>_FILESYSTEM (Lambda): shared file system name, reused or created, kept by destroy
@@ -277,6 +278,7 @@ def _resolve(path: str | os.PathLike, parse, make):
         max_lifetime=_duration(values, "KCLOUD_MAX_LIFETIME"),
         max_spend=_spend(values.get("KCLOUD_MAX_SPEND", "")),
         any_group=values.get("KCLOUD_ANY_GROUP", "") if _bool(values, "KCLOUD_ANY", False) else "",
+        destroy_after_job=_bool(values, "KCLOUD_DESTROY_AFTER_JOB", False),
         nodes=_int(values, "KCLOUD_NODES", 1, 1, 64),
         startup_script=values.get("KCLOUD_STARTUP_SCRIPT", ""),
         filesystem=_filesystem(values.get(f"{P}_FILESYSTEM", "")),

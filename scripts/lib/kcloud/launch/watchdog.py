@@ -13,6 +13,10 @@ lock makes "is it running" a fact instead of a guess, and it exits by itself onc
 the directory runs (it never outlives what it guards). If the computer sleeps, it acts as soon
 as it wakes: deadlines are wall-clock times. It enforces with `scripts/kcloud destroy` (the
 same verified path as the user's `make destroy`: terminate, wait gone, remove the key).
+
+It also carries out a job's `--then destroy` (issue 10): when the job ends, fetch its artifacts,
+then destroy. The job-specific part is kcloud.jobs.after (pending, tick); the watchdog runs
+while limits are set *or* such a job is pending.
 """
 from __future__ import annotations
 
@@ -101,7 +105,11 @@ def status_line(state_dir: Path, spent: float | None = None, started: float | No
     try:
         limits = json.loads(limits_file.read_text())
     except (OSError, ValueError):
+        limits = None
+    jobs = _after_words(state_dir)
+    if limits is None and not jobs:
         return None
+    limits = limits or {}
     from kcloud.launch.wait import format_duration
     pid = running_pid(state_dir)
     parts = [f"watchdog: {'running, pid ' + str(pid) if pid else 'NOT RUNNING (make bringup restarts it)'}"]
@@ -109,7 +117,19 @@ def status_line(state_dir: Path, spent: float | None = None, started: float | No
         parts.append(f"lifetime left {format_duration(max(0.0, started + limits['max_lifetime'] - time.time()))}")
     if limits.get("max_spend") is not None and spent is not None:
         parts.append(f"budget left ${max(0.0, limits['max_spend'] - spent):.2f} of ${limits['max_spend']:.2f}")
+    if jobs:
+        parts.append(jobs)
     return ", ".join(parts)
+
+
+def _after_words(state_dir: Path) -> str:
+    """Which jobs' --then destroy the watchdog carries out (kcloud.jobs.after), or ""."""
+    try:
+        from kcloud.bringup.project import Project
+        from kcloud.jobs import after
+        return after.status_words(Project(state_dir.parent))
+    except Exception:        # noqa: BLE001 -- a damaged job record never breaks make status
+        return ""
 
 
 def idle(launching_lock: Path) -> bool:
@@ -173,8 +193,17 @@ def run(project) -> int:
         try:
             limits = json.loads(limits_file.read_text())
         except (OSError, ValueError):
+            limits = None
+        jobs = _after_jobs(project, say)
+        if limits is None and not jobs:
             say("no limits any more (make destroy): exiting")
             return 0
+        if jobs and _after_tick(project, say):
+            say("destroyed after the job (--then destroy): exiting")
+            return 0
+        if limits is None:
+            time.sleep(TICK_S)
+            continue
         running = machines(Journal(project.journal_path).events())
         if running:
             seen_machine = True
@@ -208,6 +237,25 @@ def run(project) -> int:
                 return 0
             say("destroy did not finish; trying again")
         time.sleep(TICK_S)
+
+
+def _after_jobs(project, say) -> list:
+    """Jobs whose --then destroy is pending (kcloud.jobs.after); a damaged record is skipped there."""
+    try:
+        from kcloud.jobs import after
+        return after.pending(project)
+    except Exception as exc:     # noqa: BLE001 -- the limits are enforced whatever happens here
+        say(f"could not read the job records: {exc}")
+        return []
+
+
+def _after_tick(project, say) -> bool:
+    try:
+        from kcloud.jobs import after
+        return after.tick(project, say)
+    except Exception as exc:     # noqa: BLE001
+        say(f"--then destroy: {type(exc).__name__}: {exc}; trying again")
+        return False
 
 
 def _notify(limits: dict, event: str, message: str) -> None:
