@@ -15,7 +15,8 @@ KCLOUD_SOURCES := $(wildcard scripts/lib/kcloud/*.py scripts/lib/kcloud/*/*.py s
 # KDEVOPS_HOSTS_PREFIX, KNLP, SSH_CONFIG_PORT, SSH_CONFIG_USER; every command: V, TERRAFORM) and
 # recipes refer to them only as "$$VAR" (one shell word, never re-parsed). They are also frozen
 # to their literal text here, so even AV='$(shell ...)' is not evaluated by make itself.
-USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE WAIT YES
+USER_VARS := KDEVOPS_HOSTS_PREFIX KNLP SSH_CONFIG_PORT SSH_CONFIG_USER V AV TERRAFORM REPLACE WAIT YES \
+             CMD DIR SETUP ARTIFACTS JOB_ENV NODES THEN ID FOLLOW NODE TO
 $(foreach v,$(USER_VARS),$(if $(filter command line environment,$(origin $(v))),\
   $(eval override $(v) := $$(value $(v)))$(eval export $(v))))
 # pip repeats a warning per package for find-links folders that do not exist on this machine.
@@ -24,7 +25,8 @@ VERBOSE := $(if $(filter 1,$(V)),--debug)
 
 .DEFAULT_GOAL := all
 .PHONY: all preflight help deps system-deps test demo bench cloud-config clean-cloud-config menuconfig olddefconfig savedefconfig \
-        defconfigs bringup destroy destroy-storage status cost cloud-list-all clean mrproper
+        defconfigs bringup destroy destroy-storage status cost cloud-list-all clean mrproper \
+        job-submit job-list job-status job-logs job-fetch job-cancel
 # <provider>-ssh-{list,setup,clean} and cloud-config-<provider> are pattern rules, so not listed
 # here: make skips pattern rules for phony targets.
 
@@ -42,6 +44,8 @@ help: ## This list
 	@ls defconfigs | sed 's/^/                                 /'
 	@echo "Variables: V=1 (log HTTP), AV=1..4 (Ansible verbosity), KDEVOPS_HOSTS_PREFIX=, KNLP=1,"
 	@echo "           TERRAFORM=/path/to/terraform-or-tofu"
+	@echo "Jobs:      CMD= DIR= SETUP= ARTIFACTS= JOB_ENV= NODES=all|1 THEN=destroy|keep (job-submit);"
+	@echo "           ID= FOLLOW=1 NODE= TO= (job-status, job-logs, job-fetch, job-cancel)"
 
 $(RUNTIME_STAMP): requirements.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -126,6 +130,30 @@ cost: deps ## Cost of every instance this directory launched (scripts/kcloud cos
 
 cloud-list-all: deps ## Everything with kcloud's tags in the accounts, by directory; deleted ones flagged
 	@$(KCLOUD) $(VERBOSE) cloud-list-all
+
+# Jobs on the machines (scripts/kcloud job ...). Every value reaches kcloud as one word through
+# the environment ("$$CMD"); the lists ARTIFACTS and JOB_ENV are split on spaces by bash's `read
+# -a` (no globbing, no evaluation) into one --artifacts/--env each.
+job-submit: deps ## Run CMD on the nodes: CMD='python train.py' [DIR=.] [SETUP=..] [ARTIFACTS='out ..'] [JOB_ENV='K=V ..'] [NODES=all|1] [THEN=destroy|keep]
+	@read -ra arts <<< "$$ARTIFACTS"; read -ra envs <<< "$$JOB_ENV"; \
+	$(KCLOUD) $(VERBOSE) job submit $(if $(DIR),--dir "$$DIR") $(if $(SETUP),--setup "$$SETUP") \
+		$(if $(NODES),--nodes "$$NODES") $(if $(THEN),--then "$$THEN") \
+		"$${arts[@]/#/--artifacts=}" "$${envs[@]/#/--env=}" -- "$$CMD"
+
+job-list: deps ## This directory's jobs with their status
+	@$(KCLOUD) $(VERBOSE) job list
+
+job-status: deps ## A job's status per node, exit codes, runtime, cost so far: [ID=] (default: the latest)
+	@$(KCLOUD) $(VERBOSE) job status $(if $(ID),"$$ID")
+
+job-logs: deps ## A job's output: [ID=] [FOLLOW=1] (streams until the job ends) [NODE=name|rank]
+	@$(KCLOUD) $(VERBOSE) job logs $(if $(ID),"$$ID") $(if $(filter 1 y yes,$(FOLLOW)),--follow) $(if $(NODE),--node "$$NODE")
+
+job-fetch: deps ## Bring a job's artifacts back (rsync, resumable): [ID=] [TO=dir] (default artifacts/<id>)
+	@$(KCLOUD) $(VERBOSE) job fetch $(if $(ID),"$$ID") $(if $(TO),--to "$$TO")
+
+job-cancel: deps ## Stop a job's whole process tree on every node: ID=
+	@$(KCLOUD) $(VERBOSE) job cancel "$$ID"
 
 %-ssh-list: export KCLOUD_PROVIDER = $*
 %-ssh-list: deps ## List SSH keys in the account (<provider>-ssh-list, e.g. lambdalabs-ssh-list)
