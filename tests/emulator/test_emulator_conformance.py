@@ -92,15 +92,15 @@ def test_verda_sdk_instance_lifecycle_and_capacity_error(emulator, keypair):
     )
     client = verda_client(emu)
     key = client.ssh_keys.create("k", keypair()[1])
-    with pytest.raises(APIException) as refused:  # V100 refuses the newest default image, as dstack saw
+    with pytest.raises(APIException) as refused:  # the A6000 refuses the newest default image, as dstack saw
         client.instances.create(
-            instance_type="1V100.6V", image="ubuntu-24.04-cuda-12.8-open-docker", hostname="h", description="d"
+            instance_type="1A6000.10V", image="ubuntu-24.04-cuda-12.8-open-docker", hostname="h", description="d"
         )
     assert refused.value.code == "invalid_request"
     assert refused.value.message == "Operating system is not valid for this instance type"
     inst = client.instances.create(
         instance_type="1V100.6V",
-        image="ubuntu-22.04-cuda-12.0-docker",
+        image="ubuntu-24.04-cuda-12.8-open-docker",
         hostname="train-1",
         description="kcloud",
         ssh_key_ids=[key.id],

@@ -42,7 +42,7 @@ def token(base, **body):
 def create(dc, type_name="1V100.6V", location="FIN-01", **extra):
     body = {
         "instance_type": type_name,
-        "image": "ubuntu-22.04-cuda-12.0-docker",  # V100 and A6000 refuse the default image
+        "image": "ubuntu-22.04-cuda-12.0-docker",  # the A6000 refuses the default image
         "hostname": "h1",
         "description": "d",
         "location_code": location,
@@ -145,7 +145,7 @@ def test_images_filter_by_instance_type(dc):
     b300 = {i["image_type"] for i in dc("GET", "/images", params={"instance_type": "1B300.30V"}).json()}
     assert b300 and b300 < {i["image_type"] for i in all_images}
     default = next(i["image_type"] for i in all_images if i["is_default"])
-    for legacy in ("1V100.6V", "8V100.48V", "1A6000.10V"):  # refuse the newest default image (dstack saw it)
+    for legacy in ("1A6000.10V",):  # refuses the newest default image (dstack saw it)
         valid = {i["image_type"] for i in dc("GET", "/images", params={"instance_type": legacy}).json()}
         assert valid and default not in valid
         assert valid == set(dc("GET", f"/instance-types/{legacy}").json()["supported_os"])
@@ -234,7 +234,10 @@ def test_capacity_is_consumed_by_create_and_returned_by_delete(emu, dc):
         ({"instance_type": "9Z9.1V"}, "Invalid instance type: 9Z9.1V."),
         ({"location_code": "MARS-1"}, "Invalid location code: MARS-1."),
         ({"image": "ubuntu-22.04", "instance_type": "1B300.30V"}, "Operating system is not valid for this instance type"),
-        ({"image": "ubuntu-24.04-cuda-12.8-open-docker"}, "Operating system is not valid for this instance type"),
+        (
+            {"image": "ubuntu-24.04-cuda-12.8-open-docker", "instance_type": "1A6000.10V"},
+            "Operating system is not valid for this instance type",
+        ),
         ({"image": "no-such-image"}, "Invalid image: no-such-image."),
         ({"ssh_key_ids": ["missing"]}, "ssh_key_ids must list existing SSH key IDs."),
     ],
