@@ -269,3 +269,16 @@ def test_the_leak_audit_lists_every_billable_kind_with_its_detail(emulator):
     (fs,) = state["file_systems"]
     assert (fs["region"], fs["bytes_used"], fs["monthly_price_usd"]) == ("us-east-1", 0, 0.0)
     assert [s["name"] for s in state["scripts"]] == ["boot"]
+
+
+def test_reset_wipes_machines_volumes_and_file_systems_from_disk(emulator):
+    emu = emulator(ssh="off")
+    lam = lambda_client(emu)
+    lam("POST", "/filesystems", json={"name": "fs", "region": "us-east-1"})
+    active(emu, launched(lam, file_system_names=["fs"]))
+    dc = DataCrunchClient(emu.datacrunch_url)
+    active(emu, dc_created(dc))
+    assert {p.name for p in emu.workdir.iterdir()} >= {"machines", "volumes", "filesystems"}
+    emu.reset()
+    assert not {p.name for p in emu.workdir.iterdir()} & {"machines", "volumes", "filesystems"}
+    assert emu.state()["billable"] == {"instances": 0, "volumes": 0, "file_systems": 0, "ssh_keys": 0, "scripts": 0}

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -78,6 +79,7 @@ class Emulator:
         self._stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="emulator-ticker", daemon=True)
         self._boots: dict[str, threading.Thread] = {}  # instance id -> its boot in progress
+        self._boot_retry: dict[str, float] = {}  # instance id -> when a failed boot may be tried again
         self._boot_lock = threading.Lock()
         self._stopped = False
 
@@ -172,6 +174,8 @@ class Emulator:
             with self._boot_lock:
                 if self._stopping.is_set() or inst.id in self._boots:
                     continue
+                if self._boot_retry.get(inst.id, 0) > time.monotonic():
+                    continue
                 thread = threading.Thread(target=self._boot, args=(inst,), name=f"boot-{inst.id}", daemon=True)
                 self._boots[inst.id] = thread
             thread.start()
@@ -203,8 +207,10 @@ class Emulator:
             ssh = self.sshd.start(inst.id, ip, api.login_user, keys, root, home)
             if not self._state.activate(inst, ip, ssh):
                 self.sshd.stop(inst.id)
-        except Exception:  # one broken boot must not stop the others; it is retried on the next tick
+        except Exception:  # one broken boot must not stop the others; it is tried again a second later
             traceback.print_exc()
+            with self._boot_lock:
+                self._boot_retry[inst.id] = time.monotonic() + 1.0
         finally:
             with self._boot_lock:
                 self._boots.pop(inst.id, None)
