@@ -51,7 +51,8 @@ def cloud(tmp_path_factory):
     started = []
 
     def _start(scenario="default", **kw):
-        emu = start(scenario, boot_delay=kw.pop("boot_delay", 0.5), **kw)
+        # No emulated OS install unless a test asks (it measures the OS-volume reuse).
+        emu = start(scenario, boot_delay=kw.pop("boot_delay", 0.5), install_delay=kw.pop("install_delay", 0.0), **kw)
         started.append(emu)
         return emu
 

@@ -531,9 +531,10 @@ def _after_failure(provider, project: Project, settings, key) -> str:
     """After a failed or interrupted apply: what is left, said plainly. Our unique key goes
     when the API confirms that no machine of ours runs."""
     try:
-        left = owned_instances(provider, project, settings)
+        owned = owned_instances(provider, project, settings)
     except errors.KcloudError:
         return "could not check what is left: run make destroy"
+    left = [i for i in owned if i.state in (PENDING, ACTIVE)]   # terminating ones were confirmed
     if left:
         return (f"{len(left)} instance{'s' if len(left) > 1 else ''} may still be running "
                 f"({', '.join(i.id for i in left)}): run make destroy")

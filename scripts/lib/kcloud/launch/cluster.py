@@ -105,8 +105,14 @@ def launch_set(provider, candidates: list[Candidate], *, names: list[str], ssh_k
                                   sleep, resolve_window, fields_for, boot_timeout, poll_interval, result,
                                   terminate_window)
         except _RegionFailed as exc:
-            result.attempts.append(Attempt(cand.instance_type, cand.region, exc.outcome, str(exc),
-                                           seconds=round(time.monotonic() - started, 1)))
+            last = result.attempts[-1] if result.attempts else None
+            if last is None or (last.instance_type, last.region, last.outcome) != \
+                    (cand.instance_type, cand.region, exc.outcome):
+                result.attempts.append(Attempt(cand.instance_type, cand.region, exc.outcome, str(exc),
+                                               seconds=round(time.monotonic() - started, 1)))
+            for a in result.attempts:        # what was launched here is not kept
+                if (a.instance_type, a.region) == (cand.instance_type, cand.region) and a.outcome == "launched":
+                    a.outcome, a.reason = "terminated", a.reason + ": the set could not be completed here"
             if members:
                 say(f"{cell}: {exc}; terminating the {len(members)} node(s) launched there before the next "
                     "candidate (never a half cluster)")

@@ -198,7 +198,7 @@ class Client(ProviderBase):
         volumes = []
         for iid in instance_ids:
             try:
-                vol = self.instance(iid).extra.get("os_volume_id")
+                vol = self._os_volume_of(iid)
             except errors.NotFound:
                 continue
             if vol:
@@ -211,6 +211,17 @@ class Client(ProviderBase):
         except errors.NotFound:
             return
         _check_action_results(answer)
+
+    def _os_volume_of(self, instance_id: str, wait_s: float = 10.0) -> str:
+        """The instance's OS volume id. It is null while the instance is `ordered`: wait a few
+        seconds for it, or a terminate now would leave the volume in the trash (billed)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            inst = self.instance(instance_id)
+            vol = inst.extra.get("os_volume_id") or ""
+            if vol or inst.status not in ("new", "ordered") or time.monotonic() >= deadline:
+                return vol
+            time.sleep(0.5)
 
     # -- what outlives an instance: volumes (also in the trash) and startup scripts --------
     def leftovers(self, owner) -> list[Leftover]:
