@@ -104,7 +104,7 @@ def cmd_submit(args) -> int:
         job_id = records.new_id(project)
         record = {"id": job_id, "created": round(time.time(), 3), "dir": str(directory), "command": command,
                   "setup": args.setup or "", "env": [k for k, _v in env], "artifacts": artifacts,
-                  "target": args.nodes, "then": then, "state": "submitting",
+                  "target": args.nodes, "then": then, "state": "submitting", "submitter": _me(),
                   "nodes": [{"name": n.name, "rank": i,
                              "private_ip": n.private_ip, **({"instance_id": machines[n.name]["id"],
                                                             "provider": machines[n.name]["provider"],
@@ -200,7 +200,7 @@ def cmd_submit(args) -> int:
             facts.update({k: v for k, v in line.items() if k != "progress"})
         err = proc.stderr.read()
         code = proc.wait()
-        if code == nodes_mod.SSH_LOST:
+        if code == nodes_mod.SSH_LOST or code < 0:
             facts["lost"] = nodes_mod.last_line(err) or "ssh failed"
         elif "pid" not in facts:
             facts["error"] = facts.get("error") or nodes_mod.last_line(err) or f"exit {code}"
@@ -212,6 +212,15 @@ def cmd_submit(args) -> int:
         say(f"Stopped waiting; job {job_id} goes on: scripts/kcloud job status {job_id}")
         say(job_id)
         return 130
+    for n, f in started:        # a connection lost before the pid came back: ask whether it started
+        if isinstance(f, dict) and "pid" not in f and f.get("lost"):
+            try:
+                facts = core.query(project, [records.load(project, job_id)])[job_id]
+                mine = next(s for s in facts if s.name == n.name)
+                if mine.state in records.RUNNING_STATES or mine.state in records.ENDED_STATES:
+                    f["pid"] = "?"
+            except (KcloudError, StopIteration):
+                pass
     not_started = [(n, f) for n, f in started if isinstance(f, Exception) or "pid" not in f]
     if not_started:
         ran = [n.name for n, f in started if not isinstance(f, Exception) and "pid" in f]
@@ -263,6 +272,20 @@ def cmd_submit(args) -> int:
         f"job cancel {job_id}")
     say(job_id)
     return 0
+
+
+def _me() -> dict:
+    """Who submits: enough to tell later whether that process is still at it."""
+    import socket
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _proc_start(os.getpid())}
+
+
+def _proc_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
 
 
 def _heartbeat() -> float:
@@ -382,7 +405,7 @@ def cmd_status(args) -> int:
                         "cost_so_far": spent, "price_per_hour": rate,
                         "nodes": [s.public() for s in statuses]}, indent=2))
         return 1 if unreachable else 0
-    money = f", cost {'so far ' if status in ('running', 'setting up') else ''}${spent:.2f} " \
+    money = f", cost {'so far ' if status in ('running', 'setting up') else ''}{_usd(spent)} " \
             f"(${rate:.2f}/h, the launch price)" if spent is not None else ", cost unknown (no launch price recorded)"
     say(f"Job {rec['id']}: {status}, runtime {core.duration(runtime)}{money}")
     say(f"  command:   {rec['command']}")
@@ -395,7 +418,9 @@ def cmd_status(args) -> int:
         say(f"  artifacts: {' '.join(rec['artifacts'])}")
     after = rec.get("after") or {}
     if rec.get("then") == "destroy":
-        say(f"  then:      destroy: {_after_text(project, after)}")
+        say(f"  then:      destroy: {_after_text(project, rec)}")
+        for line in after.get("notes") or []:
+            say(f"             {line}")
     if rec.get("error"):
         say(f"  error:     {rec['error']}")
     say(f"  {'NODE':24} {'RANK':>4}  {'STATUS':12} {'EXIT':>5} {'RUNTIME':>8}  NOTE")
@@ -413,14 +438,26 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _after_text(project, after: dict) -> str:
+def _usd(amount: float) -> str:
+    return "< $0.01" if 0 < amount < 0.005 else f"${amount:.2f}"
+
+
+def _after_text(project, rec: dict) -> str:
+    after = rec.get("after") or {}
     state = after.get("state", "pending")
+    from kcloud.jobs import after as after_mod
+    if state not in after_mod.DONE and rec["id"] not in {r["id"] for r in after_mod.pending(project)}:
+        return "nothing left to do: the machines were destroyed (or replaced) before the job ended"
     if state == "pending":
         from kcloud.launch import watchdog
         pid = watchdog.running_pid(project.state_dir)
         return "when the job ends, the watchdog fetches the artifacts, then destroys " + \
             (f"(watchdog running, pid {pid})" if pid else "(watchdog NOT running: any job command restarts it)")
-    return f"{state}" + (f": {after['note']}" if after.get("note") else "")
+    if state == "done":
+        where = after.get("fetched_to")
+        return (f"done: fetched to {where}, then " if where else "done: ") + "the machines were destroyed"
+    text = state + (f": {after['note']}" if after.get("note") else "")
+    return text
 
 
 def _rearm(project) -> None:
@@ -490,7 +527,7 @@ def cmd_logs(args) -> int:
             emit(name, chunk, partial)
         err = proc.stderr.read()
         code = proc.wait()
-        if code == nodes_mod.SSH_LOST:
+        if code == nodes_mod.SSH_LOST or code < 0:
             errors_seen.append(f"lost the connection to {name} ({nodes_mod.last_line(err) or 'ssh failed'}); "
                                f"job {rec['id']} goes on there: scripts/kcloud job logs {rec['id']} -f resumes")
         elif code == 44:

@@ -161,6 +161,10 @@ def query(project, jobs: list[dict]) -> dict[str, list[NodeStatus]]:
         if rec.get("final"):
             out[rec["id"]] = from_final(rec)
             continue
+        if rec.get("state") == "not started":
+            out[rec["id"]] = [NodeStatus(n["name"], n["rank"], "not started", why=str(rec.get("error", ""))[:200])
+                              for n in rec["nodes"]]
+            continue
         for node in rec["nodes"]:
             if node["name"] in here and same_machine(node, now):
                 ask.setdefault(node["name"], []).append(rec["id"])
@@ -181,7 +185,7 @@ def query(project, jobs: list[dict]) -> dict[str, list[NodeStatus]]:
         else:
             answers[name] = result
     for rec in jobs:
-        if rec.get("final"):
+        if rec.get("final") or rec.get("state") == "not started":
             continue
         statuses = []
         for node in rec["nodes"]:
@@ -193,10 +197,33 @@ def query(project, jobs: list[dict]) -> dict[str, list[NodeStatus]]:
                 statuses.append(NodeStatus(name, node["rank"], "unreachable", why=failures[name]))
             else:
                 statuses.append(node_status(name, node["rank"], answers.get(name, {}).get(rec["id"], {})))
+        if rec.get("state") == "submitting" and all(s.state in ("starting", "unknown") for s in statuses) \
+                and not submitter_alive(rec):
+            for s in statuses:
+                s.state, s.why = "not started", "the submit was interrupted before the job started"
+
+            def change(r):
+                if r.get("state") == "submitting":
+                    r["state"], r["error"] = "not started", "the submit was interrupted before the job started"
+            records.update(project, rec["id"], change)
         out[rec["id"]] = statuses
         if all(s.state in records.ENDED_STATES for s in statuses):
             save_final(project, rec["id"], statuses)
     return out
+
+
+def submitter_alive(rec: dict) -> bool:
+    """Is the `job submit` that wrote this record still running (on this computer)? Unknown
+    (another computer, no record of it): taken as alive."""
+    import socket
+    who = rec.get("submitter")
+    if not isinstance(who, dict) or who.get("host") != socket.gethostname() or not isinstance(who.get("pid"), int):
+        return True
+    try:
+        with open(f"/proc/{who['pid']}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19] == who.get("start")
+    except (OSError, IndexError):
+        return False
 
 
 def save_final(project, job_id: str, statuses: list[NodeStatus]) -> dict:
@@ -316,7 +343,7 @@ def fetch(project, record: dict, paths: list[str], dest: Path, nodes: list[str] 
         proc = subprocess.run(argv, capture_output=True, timeout=None, stdin=subprocess.DEVNULL)
         if proc.returncode:
             out.error = _rsync_error(name, proc)
-        out.bytes = _stat(proc.stdout, "Total transferred file size")
+        out.bytes = _stat(proc.stdout, "Literal data")          # what crossed the wire (a resume: the rest)
         return out
     results = []
     for node, result in parallel(targets, one):
@@ -339,7 +366,7 @@ def _fetch_logs(project, job_id: str, node: str) -> None:
 
 
 def _rsync_error(node: str, proc) -> str:
-    if proc.returncode == 255 or b"connection unexpectedly closed" in proc.stderr:
+    if proc.returncode in (255, 12) or proc.returncode < 0 or b"connection unexpectedly closed" in proc.stderr:
         return f"lost the connection to {node} during the transfer (run the same fetch again: it resumes)"
     return f"rsync from {node} failed (exit {proc.returncode}): {nodes_mod.last_line(proc.stderr)}"
 
