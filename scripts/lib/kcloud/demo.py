@@ -171,6 +171,8 @@ def cmd_demo(args) -> int:
             audit_ok &= left_i == 0 and left_k == 0 and not left
         if {"lambdalabs", "datacrunch"} <= set(emulator.providers):
             audit_ok &= _market_scene(emulator, work, env, ssh_port)
+        if "lambdalabs" in emulator.providers:
+            audit_ok &= _job_scene(emulator, work, env, ssh_port)
         banner(f"Demo finished in {time.monotonic() - started:.0f} s; audit {'clean' if audit_ok else 'NOT CLEAN'}")
         return 0 if audit_ok else 1
     finally:
@@ -209,6 +211,73 @@ def _market_scene(emulator: Emulator, work: Path, env: dict, ssh_port: int | Non
     left = {k: n for k, n in emulator.state("LAMBDALABS_API_URL").get("billable", {}).items() if n}
     banner(f"market scene: emulator audit: {'nothing left' if not left else left}")
     return not left
+
+
+TRAIN_PY = '''\
+import json, os, time
+epochs = int(os.environ.get("EPOCHS", "3"))
+print(f"node {os.environ['NODE_RANK']} of {os.environ['NNODES']}: {epochs} epochs", flush=True)
+loss = 2.0
+for epoch in range(1, epochs + 1):
+    time.sleep(0.5)
+    loss *= 0.6
+    print(f"epoch {epoch}: loss {loss:.3f}", flush=True)
+os.makedirs("out", exist_ok=True)
+with open("out/adapter.bin", "wb") as f:
+    f.write(os.urandom(256 * 1024))
+with open("out/metrics.json", "w") as f:
+    json.dump({"epochs": epochs, "loss": round(loss, 3)}, f)
+print("saved out/adapter.bin and out/metrics.json", flush=True)
+'''
+
+
+def _job_scene(emulator: Emulator, work: Path, env: dict, ssh_port: int | None) -> bool:
+    """Issue 10: run work on the machine -- submit, stream the log, fetch, destroy when it ends."""
+    banner("Run work on a machine: submit a job, stream its log, fetch what it made, stop paying")
+    sets = [f"SSH_CONFIG_PORT={ssh_port}", f"SSH_CONFIG_USER={os.environ.get('USER', 'root')}"] if ssh_port else []
+    run(["make", "defconfig-lambdalabs", *sets], work, env)
+    run(["make", "bringup"], work, env)
+    src = work.parent / "finetune"
+    (src / "data").mkdir(parents=True)
+    (src / "train.py").write_text(TRAIN_PY)
+    (src / ".gitignore").write_text("data/\n")
+    (src / "data" / "cache.bin").write_bytes(bytes(1_000_000))      # ignored: never uploaded
+    env = {**env, "KCLOUD_WATCHDOG_TICK_S": "1"}
+    job = _submit(work, env, f"DIR={src}", "SETUP=python3 -c 'print(\"deps ok\")'", "ARTIFACTS=out",
+                  "JOB_ENV=EPOCHS=4", "CMD=python3 -u train.py")
+    run(["make", "job-logs", "FOLLOW=1"], work, env)
+    run(["make", "job-status"], work, env)
+    run(["make", "job-fetch"], work, env)
+    run(["ls", "-l", f"artifacts/{job}/out"], work, env)
+    banner("THEN=destroy: when this job ends the watchdog fetches its artifacts, then destroys the machine "
+           "(the terminal may close)")
+    job = _submit(work, env, f"DIR={src}", "ARTIFACTS=out", "JOB_ENV=EPOCHS=2", "THEN=destroy",
+                  "CMD=python3 -u train.py")
+    run(["make", "status"], work, env)
+    deadline = time.monotonic() + 180
+    while emulator.state("LAMBDALABS_API_URL")["instances"] and time.monotonic() < deadline:
+        time.sleep(1)
+    log = work / ".kcloud" / "watchdog.log"
+    while "exiting" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    run(["tail", "-n", "8", ".kcloud/watchdog.log"], work, env)
+    run(["make", "job-list"], work, env)
+    run(["make", "job-status", f"ID={job}"], work, env)
+    run(["ls", "-l", f"artifacts/{job}/out"], work, env)
+    left = {k: n for k, n in emulator.state("LAMBDALABS_API_URL").get("billable", {}).items() if n}
+    banner(f"job scene: emulator audit: {'nothing left' if not left else left}")
+    return not left
+
+
+def _submit(work: Path, env: dict, *variables: str) -> str:
+    """make job-submit, its output shown; the job id is its last line."""
+    print(f"$ make job-submit {' '.join(variables)}", flush=True)
+    proc = subprocess.run(["make", "--no-print-directory", "job-submit", *variables], cwd=work, env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    print(proc.stdout, end="", flush=True)
+    if proc.returncode:
+        raise errors.KcloudError(f"demo step failed: make job-submit (exit {proc.returncode})")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def register(sub) -> None:
