@@ -156,7 +156,8 @@ def cmd_submit(args) -> int:
         if proc.returncode or not facts.get("ok"):
             raise KcloudError(f"{n.name}: preparing the job failed (exit {proc.returncode}): "
                               f"{nodes_mod.last_line(proc.stderr) or nodes_mod.last_line(proc.stdout)}")
-        argv = nodes_mod.rsync_argv(project, "-a", "--stats", *_sync_filters(project, directory), "--",
+        argv = nodes_mod.rsync_argv(project, "-a", "--no-owner", "--no-group", "--stats",
+                                    *_sync_filters(project, directory), "--",
                                     str(directory) + "/", f"{n.name}:{remote.BASE}/{job_id}/work/")
         sync = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
         if sync.returncode:
@@ -265,9 +266,9 @@ def cmd_submit(args) -> int:
         from kcloud.launch import watchdog
         pid = watchdog.ensure_running(project.root, project.state_dir)
         dest = core.default_destination(project, job_id)
-        say(f"Then destroy ({then_why}): when the job ends the watchdog (pid {pid}) fetches "
-            f"{', '.join(artifacts) if artifacts else 'its logs'} to {dest} and destroys the machines, "
-            "with this terminal closed")
+        say(f"Then destroy ({then_why}): when the job ends, the watchdog (pid {pid}) fetches "
+            f"{', '.join(artifacts) if artifacts else 'its logs'} to {dest}, then destroys the machines "
+            "-- this terminal may close")
     say(f"Job {job_id} is running: scripts/kcloud job logs {job_id} -f  |  job status {job_id}  |  "
         f"job cancel {job_id}")
     say(job_id)

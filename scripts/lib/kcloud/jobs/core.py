@@ -338,7 +338,8 @@ def fetch(project, record: dict, paths: list[str], dest: Path, nodes: list[str] 
         out.dest.mkdir(parents=True, exist_ok=True)
         base = f"{remote.BASE}/{record['id']}/work/./"
         sources = [f"{name}:{base}{p}" for p in out.paths]
-        argv = nodes_mod.rsync_argv(project, "-a", "--relative", "--partial", "--partial-dir=.kcloud-partial",
+        argv = nodes_mod.rsync_argv(project, "-a", "--no-owner", "--no-group", "--relative", "--partial",
+                                    "--partial-dir=.kcloud-partial",
                                     "--stats", "--", *sources, str(out.dest) + "/")
         proc = subprocess.run(argv, capture_output=True, timeout=None, stdin=subprocess.DEVNULL)
         if proc.returncode:
@@ -360,7 +361,7 @@ def _fetch_logs(project, job_id: str, node: str) -> None:
     local = logs_dir(project, job_id) / node
     local.mkdir(parents=True, exist_ok=True, mode=0o700)
     base = f"{remote.BASE}/{job_id}/"
-    argv = nodes_mod.rsync_argv(project, "-a", "--ignore-missing-args", "--partial", "--",
+    argv = nodes_mod.rsync_argv(project, "-a", "--no-owner", "--no-group", "--ignore-missing-args", "--partial", "--",
                                 f"{node}:{base}output.log", f"{node}:{base}setup.log", str(local) + "/")
     subprocess.run(argv, capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
 
