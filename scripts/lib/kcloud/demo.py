@@ -172,6 +172,8 @@ def cmd_demo(args) -> int:
         if {"lambdalabs", "datacrunch"} <= set(emulator.providers):
             audit_ok &= _market_scene(emulator, work, env, ssh_port)
         if "lambdalabs" in emulator.providers:
+            audit_ok &= _cluster_scene(emulator, work, env, ssh_port)
+        if "lambdalabs" in emulator.providers:
             audit_ok &= _job_scene(emulator, work, env, ssh_port)
         banner(f"Demo finished in {time.monotonic() - started:.0f} s; audit {'clean' if audit_ok else 'NOT CLEAN'}")
         return 0 if audit_ok else 1
@@ -210,6 +212,32 @@ def _market_scene(emulator: Emulator, work: Path, env: dict, ssh_port: int | Non
     run(["make", "cost"], work, env)
     left = {k: n for k, n in emulator.state("LAMBDALABS_API_URL").get("billable", {}).items() if n}
     banner(f"market scene: emulator audit: {'nothing left' if not left else left}")
+    return not left
+
+
+def _cluster_scene(emulator: Emulator, work: Path, env: dict, ssh_port: int | None) -> bool:
+    """Issue 9: three nodes all or nothing, a startup script, a shared file system kept by destroy."""
+    banner("A 3-node H100 cluster with a shared file system and a startup script on every node")
+    emulator.admin("LAMBDALABS_API_URL", "capacity", {"instance_type": "gpu_1x_h100_pcie", "region": "*", "count": 3})
+    (work / "startup.sh").write_text("#!/bin/sh\necho \"startup script ran at $(date -u +%T)\" > \"$HOME/startup-ran\"\n")
+    sets = [f"SSH_CONFIG_PORT={ssh_port}", f"SSH_CONFIG_USER={os.environ.get('USER', 'root')}"] if ssh_port else []
+    run(["make", "defconfig-lambdalabs-cluster-3x-h100", *sets], work, env)
+    run([str(work / "scripts" / "kcloud"), "defconfig", "lambdalabs-cluster-3x-h100", "--set=KCLOUD_STARTUP_SCRIPT=\"startup.sh\"",
+         *[f"--set={s}" for s in sets]], work, env)
+    run(["make", "bringup"], work, env)
+    ssh = ["ssh", "-F", str(work / ".kcloud" / "ssh_config")]
+    banner("Each node: its own rank, the same MASTER_ADDR; the startup script ran; the file system is shared")
+    run(ssh + ["kdevops-gpu-02", "cat ~/.kcloud/cluster.env ~/startup-ran"], work, env)
+    run(ssh + ["kdevops-gpu-01", '. ~/.kcloud/cluster.env && echo "hello from node $NODE_RANK" > "$KCLOUD_SHARED_DIR/hello"'],
+        work, env)
+    run(ssh + ["kdevops-gpu-03", '. ~/.kcloud/cluster.env && cat "$KCLOUD_SHARED_DIR/hello"'], work, env)
+    run(["make", "status"], work, env)
+    run(["make", "destroy"], work, env)
+    banner("make destroy kept the file system (it holds data); make destroy-storage removes it")
+    run(["make", "status"], work, env)
+    run(["make", "destroy-storage", "YES=1"], work, env)
+    left = {k: n for k, n in emulator.state("LAMBDALABS_API_URL").get("billable", {}).items() if n}
+    banner(f"cluster scene: emulator audit: {'nothing left' if not left else left}")
     return not left
 
 

@@ -688,7 +688,8 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
         _say(f"{provider.title}: terminating {len(mine)} instance(s): "
              + ", ".join(f"{i.name} ({i.id})" for i in mine) + (" (keeping their OS volumes)" if keep else ""))
         for inst in mine:
-            if not terminate_verified(provider, inst.id, journal.record, keep_boot_volume=keep):
+            if not terminate_verified(provider, inst.id, journal.record, keep_boot_volume=keep) and \
+                    not _gone_now(provider, inst.id):
                 standing.append(f"{provider.name} instance {inst.id}")
         if not standing:
             _wait_gone(provider, [i.id for i in mine])
@@ -723,6 +724,16 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
         if sshkeys.remove(provider, key_name):
             _say(f"{provider.title}: removed SSH key {key_name}")
     return standing
+
+
+def _gone_now(provider, instance_id: str) -> bool:
+    """One last read after the terminate window: terminating or gone counts as done."""
+    try:
+        return provider.instance(instance_id).state in (TERMINATING, TERMINATED)
+    except errors.NotFound:
+        return True
+    except errors.ApiError:
+        return False
 
 
 def _safe_storage(provider) -> list:
