@@ -391,3 +391,16 @@ def test_list_with_no_jobs(scratch):
     _root, make = scratch
     proc = make("job-list")
     assert proc.returncode == 0 and "No jobs in" in proc.stdout
+
+
+def test_destroy_after_job_is_a_setting(tmp_path):
+    from kcloud.demo import scratch_project
+    from kcloud.kconfig.config import load_settings
+    root = scratch_project(tmp_path)
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    env.pop("KCLOUD_PROJECT_DIR", None)
+    proc = subprocess.run([KCLOUD, "defconfig", "lambdalabs", "--set=KCLOUD_DESTROY_AFTER_JOB=y"], env=env,
+                          cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "CONFIG_KCLOUD_DESTROY_AFTER_JOB=y" in (root / ".config").read_text()
+    assert load_settings(root / ".config").destroy_after_job is True

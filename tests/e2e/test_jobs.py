@@ -414,20 +414,26 @@ def test_the_job_environment_on_one_node(machine, tmp_path):
 
 
 def test_then_destroy_fetches_then_destroys_with_the_submitter_gone(tmp_path_factory, tmp_path):
-    m = bring_up(tmp_path_factory)
+    m = bring_up(tmp_path_factory, sets=["KCLOUD_DESTROY_AFTER_JOB=y"])
     try:
         src = tmp_path / "src"
         src.mkdir()
         (src / "job.sh").write_text("for i in 1 2 3 4 5 6 7 8; do echo epoch $i; sleep 0.5; done\n"
                                     "mkdir -p out; head -c 100000 /dev/urandom > out/weights.bin\n")
-        # make job-submit with THEN=destroy; the whole process group is killed right after.
-        proc = subprocess.Popen(["make", "--no-print-directory", "job-submit", f"DIR={src}", "THEN=destroy",
-                                 "ARTIFACTS=out", "CMD=bash job.sh"], cwd=m.root, env=m.env,
+        # THEN=keep opts one job out of CONFIG_KCLOUD_DESTROY_AFTER_JOB.
+        kept = m.make("job-submit", f"DIR={src}", "THEN=keep", "CMD=true").stdout
+        assert "Then destroy" not in kept
+        m.wait_status(kept.strip().splitlines()[-1])
+        assert "destroys the machines" not in m.make("status").stdout
+        # The config's destroy; the submitter's whole process group is killed as soon as it is done.
+        proc = subprocess.Popen(["make", "--no-print-directory", "job-submit", f"DIR={src}", "ARTIFACTS=out",
+                                 "CMD=bash job.sh"], cwd=m.root, env=m.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, out + err
+        assert processes_in_group(proc.pid) == []          # make, kcloud, ssh: all gone; the watchdog is not theirs
         job_id = out.strip().splitlines()[-1]
-        assert "Then destroy (--then destroy)" in out
+        assert "Then destroy (CONFIG_KCLOUD_DESTROY_AFTER_JOB=y)" in out
         weights = m.node_home() / ".kcloud" / "jobs" / job_id / "work" / "out" / "weights.bin"
         status = m.make("status").stdout
         assert f"destroys the machines after job {job_id}" in status, status
@@ -447,6 +453,18 @@ def test_then_destroy_fetches_then_destroys_with_the_submitter_gone(tmp_path_fac
         assert "machines were destroyed" in m.job("status", job_id).stdout
     finally:
         tear_down(m)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            out.append(int(stat.parent.name))
+    return out
 
 
 def test_three_node_job_each_node_its_rank_and_cancel_everywhere(tmp_path_factory, tmp_path):
