@@ -496,10 +496,16 @@ class InstanceResource(_Base):
     def delete(self, ctx: DeleteContext, current: State):
         members = current.get("members") or [{"name": current.get("name"), "id": current["id"]}]
         keep = bool(current.get("keep_boot_volumes"))
-        for m in members:
-            if self._delete_one(ctx, current, m["id"], m.get("name") or current.get("name"), keep) is not None:
-                return current
-        return None
+        if len(members) == 1:
+            m = members[0]
+            return None if self._delete_one(ctx, current, m["id"], m.get("name") or current.get("name"), keep) \
+                is None else current
+        # Every node at once (the client's token buckets keep the polls within the rate limits).
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(8, len(members))) as pool:
+            left = list(pool.map(lambda m: self._delete_one(ctx, current, m["id"], m.get("name") or "", keep),
+                                 members))
+        return current if any(x is not None for x in left) else None
 
     def _delete_one(self, ctx: DeleteContext, current: State, iid: str, name: str, keep: bool):
         from kcloud.providers.base import ACTIVE, PENDING, TERMINATED, TERMINATING
