@@ -258,11 +258,15 @@ def test_job_survives_a_killed_ssh_connection(machine, tmp_path):
     assert "lost the connection while waiting for the setup" in out and "the job goes on there" in out, out + err
     st = m.wait_status(job_id, timeout=60)
     assert st["status"] == "succeeded (exit 0)", st
+    first = job_id
     log = m.job("logs", job_id).stdout
     assert log == "".join(f"tick {i}\n" for i in range(1, 26))
 
-    # A follower whose connection dies says so in one line; the job is not touched.
-    job_id = m.submit("--dir", str(src), "--", "bash tick.sh")
+    # A follower whose connection dies says so in one line; the job is not touched. (The same
+    # directory again: its unchanged files are copied on the node, not sent.)
+    out = m.job("submit", "--dir", str(src), "--", "bash tick.sh").stdout
+    job_id = out.strip().splitlines()[-1]
+    assert f"(0 B sent, the rest copied from job {first} on the node)" in out, out
     follower = subprocess.Popen([KCLOUD, "job", "logs", job_id, "-f"], cwd=m.root, env=m.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     assert wait_for(lambda: ssh_children(follower.pid), timeout=20)

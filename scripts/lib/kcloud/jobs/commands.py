@@ -7,6 +7,7 @@ shell, where ~/.kcloud/cluster.env (bringup's) and --env have set it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -120,7 +121,7 @@ def cmd_submit(args) -> int:
         note(f"note: job {', '.join(others)} will destroy the machines when it ends (--then destroy); "
              f"this job is stopped then if it is still running")
 
-    def fail(message: str, hint: str = "", final: bool = True) -> KcloudError:
+    def fail(message: str, hint: str = "") -> KcloudError:
         def change(rec):
             rec["state"] = "not started"
             rec["error"] = message
@@ -156,15 +157,24 @@ def cmd_submit(args) -> int:
         if proc.returncode or not facts.get("ok"):
             raise KcloudError(f"{n.name}: preparing the job failed (exit {proc.returncode}): "
                               f"{nodes_mod.last_line(proc.stderr) or nodes_mod.last_line(proc.stdout)}")
-        argv = nodes_mod.rsync_argv(project, "-a", "--no-owner", "--no-group", "--stats",
+        # Unchanged files are copied on the node from the last job of this directory there
+        # (--copy-dest: a copy, never a hard link another job could write through).
+        previous = _previous_job(project, job_id, str(directory), record["nodes"], n.name)
+        basis = [f"--copy-dest=../../{previous}/work"] if previous else []
+        argv = nodes_mod.rsync_argv(project, "-a", "--no-owner", "--no-group", "--stats", *basis,
                                     *_sync_filters(project, directory), "--",
                                     str(directory) + "/", f"{n.name}:{remote.BASE}/{job_id}/work/")
         sync = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)
         if sync.returncode:
             raise KcloudError(core._rsync_error(n.name, sync))
-        files = core._stat(sync.stdout, "Number of regular files transferred")
-        size = core._stat(sync.stdout, "Total transferred file size")
-        return f"{files} file{'s' if files != 1 else ''}, {core.human_bytes(size)}"
+        text = sync.stdout.decode(errors="replace")
+        reg = re.search(r"^Number of files: [\d,]+ \(reg: ([\d,]+)", text, re.M)
+        files = int(reg.group(1).replace(",", "")) if reg else core._stat(sync.stdout, "Number of files")
+        size = core._stat(sync.stdout, "Total file size")
+        sent = core._stat(sync.stdout, "Literal data")
+        return f"{files} file{'s' if files != 1 else ''}, {core.human_bytes(size)}" + (
+            f" ({core.human_bytes(sent)} sent, the rest copied from job {previous} on the node)"
+            if previous and sent < size else "")
     results = core.parallel(targets, prepare)
     bad = [(n, r) for n, r in results if isinstance(r, Exception)]
     if bad:
@@ -287,6 +297,19 @@ def _proc_start(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
+
+
+def _previous_job(project, job_id: str, directory: str, nodes: list[dict], name: str) -> str | None:
+    """The latest other job of the same directory that ran on this very machine (instance id)."""
+    mine = next((n for n in nodes if n["name"] == name), {})
+    recs, _notes = records.all_records(project)
+    for rec in reversed(recs):
+        if rec["id"] == job_id or rec.get("dir") != directory or rec.get("state") == "not started":
+            continue
+        node = next((n for n in rec["nodes"] if n["name"] == name), None)
+        if node and node.get("instance_id") and node.get("instance_id") == mine.get("instance_id"):
+            return rec["id"]
+    return None
 
 
 def _heartbeat() -> float:
