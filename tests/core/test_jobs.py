@@ -404,3 +404,30 @@ def test_destroy_after_job_is_a_setting(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "CONFIG_KCLOUD_DESTROY_AFTER_JOB=y" in (root / ".config").read_text()
     assert load_settings(root / ".config").destroy_after_job is True
+
+
+def test_a_node_is_the_same_machine_unless_the_journal_names_another():
+    node = {"name": "kdevops-gpu", "rank": 0, "instance_id": "i-1"}
+    assert core.same_machine(node, {"kdevops-gpu": {"id": "i-1"}})
+    assert not core.same_machine(node, {"kdevops-gpu": {"id": "i-2"}})          # replaced
+    assert core.same_machine(node, {})                                           # the journal cannot say
+    assert core.same_machine({"name": "kdevops-gpu", "rank": 0}, {"kdevops-gpu": {"id": "i-2"}})
+
+
+def test_then_destroy_is_pending_only_while_its_machines_run(tmp_path):
+    from kcloud.jobs import after
+    from kcloud.launch.journal import Journal
+    p = project_with(tmp_path, "Host kdevops-gpu\n")
+    journal = Journal(p.journal_path)
+    journal.record({"event": "launched", "provider": "lambdalabs", "id": "i-1", "name": "kdevops-gpu",
+                    "price_per_hour": 1.29})
+    node = {"name": "kdevops-gpu", "rank": 0, "instance_id": "i-1"}
+    record(p, "pend2345", then="destroy", after={"state": "pending"}, nodes=[node])
+    record(p, "keep2345", then="", nodes=[node])
+    record(p, "done2345", then="destroy", after={"state": "done"}, nodes=[node])
+    record(p, "nost2345", then="destroy", state="not started", after={"state": "pending"}, nodes=[node])
+    record(p, "gone2345", then="destroy", after={"state": "pending"}, nodes=[{**node, "instance_id": "i-0"}])
+    assert [r["id"] for r in after.pending(p)] == ["pend2345"]
+    assert after.status_words(p) == "destroys the machines after job pend2345"
+    journal.record({"event": "terminated", "provider": "lambdalabs", "id": "i-1"})
+    assert after.pending(p) == [] and after.tick(p, print) is False

@@ -61,12 +61,12 @@ def current_nodes(project) -> dict[str, nodes_mod.Node]:
 
 
 def same_machine(node: dict, now: dict[str, dict]) -> bool:
-    """Is the node of a record still the machine the job ran on? (the instance id recorded at
-    submit against the journal's; without a recorded id the name decides)."""
+    """Is the node of a record still the machine the job ran on? No when the journal names
+    another running instance for that node name than the one recorded at submit; without a
+    recorded id, or with a journal that does not know the name (damaged), the name decides."""
     recorded = node.get("instance_id")
-    if not recorded:
-        return True
-    return now.get(node["name"], {}).get("id") == recorded
+    current = now.get(node["name"], {}).get("id")
+    return not recorded or not current or current == recorded
 
 
 # -- status ------------------------------------------------------------------------------------
