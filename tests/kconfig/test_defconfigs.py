@@ -46,7 +46,12 @@ EXPECTED = {
     "datacrunch-a100": ("datacrunch", "1A100.40S.22V", 600, True),
     "datacrunch-b300": ("datacrunch", "1B300.30V", 600, True),
     "datacrunch-v100": ("datacrunch", "1V100.6V", 600, True),
+    "lambdalabs-cluster-3x-h100": ("lambdalabs", "gpu_1x_h100_pcie", 600, True),
+    "datacrunch-cluster-2x-h100-or-less": ("datacrunch", "H100_OR_LESS", 600, True),
 }
+# Cluster defconfigs: (nodes, Lambda file system, DataCrunch KEEP_VOLUMES)
+CLUSTERS = {"lambdalabs-cluster-3x-h100": (3, "kcloud-shared", False),
+            "datacrunch-cluster-2x-h100-or-less": (2, "", True)}
 SHIPPED = kbuild.defconfig_names(REPO)
 
 
@@ -257,3 +262,13 @@ def test_cross_provider_defconfigs_name_a_ladder_group(tree, no_network, name, g
     assert s.any_group == group and ladder.check_group(group) == group
     kbuild.defconfig("lambdalabs-h100-or-less")
     assert kconfig_config.load_settings(tree / ".config").any_group == ""
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_cluster_defconfigs_set_nodes_and_storage(tree, no_network, name):
+    from kcloud.kconfig.config import load_settings
+    kbuild.defconfig(name)
+    s = load_settings(tree / ".config")
+    nodes, fs, keep = CLUSTERS[name]
+    assert (s.nodes, s.filesystem, s.keep_volumes) == (nodes, fs, keep)
+    assert s.node_names() == [f"kdevops-gpu-{i:02d}" for i in range(1, nodes + 1)]
