@@ -477,9 +477,13 @@ def _after_text(project, rec: dict) -> str:
         pid = watchdog.running_pid(project.state_dir)
         return "when the job ends, the watchdog fetches the artifacts, then destroys " + \
             (f"(watchdog running, pid {pid})" if pid else "(watchdog NOT running: any job command restarts it)")
+    where = after.get("fetched_to")
     if state == "done":
-        where = after.get("fetched_to")
         return (f"done: fetched to {where}, then " if where else "done: ") + "the machines were destroyed"
+    if state == "fetched":
+        return f"fetched to {where}; the machines go once every --then destroy job has ended"
+    if state == "destroying":
+        return f"fetched to {where}; the watchdog is destroying the machines"
     text = state + (f": {after['note']}" if after.get("note") else "")
     return text
 
@@ -531,6 +535,7 @@ def cmd_logs(args) -> int:
 
     partial: dict[str, bytes] = {}
     errors_seen: list[str] = []
+    got_any = {n["name"]: False for n in chosen}
 
     def one(node: dict) -> None:
         name = node["name"]
@@ -548,10 +553,19 @@ def cmd_logs(args) -> int:
         proc.stdin.write(remote.logs_script(rec["id"], which, args.follow).encode())
         proc.stdin.close()
         while chunk := proc.stdout.read1(65536):
+            got_any[name] = True
             emit(name, chunk, partial)
         err = proc.stderr.read()
         code = proc.wait()
-        if code == nodes_mod.SSH_LOST or code < 0:
+        local = core.local_log(project, rec["id"], name, which)
+        if (code == nodes_mod.SSH_LOST or code < 0) and not got_any[name] and local.is_file():
+            # The node does not answer (being destroyed, say): the copy fetched with the artifacts.
+            note(f"note: {name} does not answer ({nodes_mod.last_line(err) or 'ssh failed'}): its log as "
+                 f"fetched {_when(local.stat().st_mtime)}")
+            with open(local, "rb") as f:
+                while chunk := f.read(65536):
+                    emit(name, chunk, partial)
+        elif code == nodes_mod.SSH_LOST or code < 0:
             errors_seen.append(f"lost the connection to {name} ({nodes_mod.last_line(err) or 'ssh failed'}); "
                                f"job {rec['id']} goes on there: scripts/kcloud job logs {rec['id']} -f resumes")
         elif code == 44:
