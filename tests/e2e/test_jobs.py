@@ -415,6 +415,14 @@ def test_the_job_environment_on_one_node(machine, tmp_path):
     assert f"MASTER_ADDR={env['MASTER_ADDR']}" in cluster
     assert env["MSG"] == "two words; $(not run)" and env["KCLOUD_JOB_ID"] == job_id
     assert env["KCLOUD_NODE"] == "kdevops-gpu"
+    # A path no shell should parse, fetched as one name.
+    odd = "odd name $(touch pwned) ;`touch pwned2`.txt"
+    (src / "w.sh").write_text(f"echo weird > '{odd}'\n")
+    job_id = m.submit("--dir", str(src), "--", "bash w.sh")
+    m.wait_status(job_id)
+    m.job("fetch", job_id, odd)
+    assert (m.root / "artifacts" / job_id / odd).read_text() == "weird\n"
+    assert not list(m.node_home().rglob("pwned*")) and not list(m.root.rglob("pwned*"))
 
 
 def test_then_destroy_fetches_then_destroys_with_the_submitter_gone(tmp_path_factory, tmp_path):

@@ -134,7 +134,9 @@ RSYNC_PATH = "cd && rsync"
 
 
 def rsync_argv(project, *args: str) -> list[str]:
-    return ["rsync", "-e", rsync_shell(project), f"--rsync-path={RSYNC_PATH}", *args]
+    """--protect-args: remote paths travel inside rsync's protocol, never through the remote
+    shell (an rsync older than 3.2.4 would otherwise hand it an artifact path to parse)."""
+    return ["rsync", "-e", rsync_shell(project), f"--rsync-path={RSYNC_PATH}", "--protect-args", *args]
 
 
 def run(project, node: str, script: str, timeout: float | None = 120) -> subprocess.CompletedProcess:
