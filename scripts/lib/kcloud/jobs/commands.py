@@ -268,8 +268,8 @@ def cmd_submit(args) -> int:
                           hint="fix the setup and submit again; scripts/kcloud job status " + job_id)
     rec = records.load(project, job_id)
     for n, f in started:
-        say(f"  {n.name}: rank {_rank(rec, n.name)}, pid {f['pid']}" + (", setup done" if args.setup and not
-                                                                             f.get("lost") else ""))
+        done = ", cancelled during its setup" if f.get("cancelled") else ", setup done" if args.setup else ""
+        say(f"  {n.name}: rank {_rank(rec, n.name)}, pid {f['pid']}" + ("" if f.get("lost") else done))
     for n, why in lost:
         say(f"  {n.name}: lost the connection while waiting for the setup ({why}); the job goes on there")
     if then:
@@ -279,8 +279,11 @@ def cmd_submit(args) -> int:
         say(f"Then destroy ({then_why}): when the job ends, the watchdog (pid {pid}) fetches "
             f"{', '.join(artifacts) if artifacts else 'its logs'} to {dest}, then destroys the machines "
             "-- this terminal may close")
-    say(f"Job {job_id} is running: scripts/kcloud job logs {job_id} -f  |  job status {job_id}  |  "
-        f"job cancel {job_id}")
+    if any(isinstance(f, dict) and f.get("cancelled") for _n, f in started):
+        say(f"Job {job_id} was cancelled during its setup: scripts/kcloud job status {job_id}")
+    else:
+        say(f"Job {job_id} is running: scripts/kcloud job logs {job_id} -f  |  job status {job_id}  |  "
+            f"job cancel {job_id}")
     say(job_id)
     return 0
 
