@@ -81,7 +81,8 @@ def test_lambda_file_system_is_one_directory_shared_by_every_node_and_kept_while
     assert audited["monthly_price_usd"] == 0.0002  # $0.20 per GB (10^9 bytes) used per month
 
     lam("POST", "/instance-operations/terminate", json={"instance_ids": [a["id"], b["id"]]})
-    wait_for(lambda: emu.state()["instances"] == [])
+    # the machine root goes a moment after the listing drops the instance (the ticker removes it)
+    wait_for(lambda: emu.state()["instances"] == [] and not Path(a["root"]).exists())
     assert not Path(a["root"]).exists() and (fs_dir / "weights.bin").exists(), "the data outlives the nodes"
     c = active(emu, launched(lam, file_system_names=["shared"]))  # the next bringup finds it
     assert (Path(c["root"]) / "lambda/nfs/shared/weights.bin").stat().st_size == 1_000_000
