@@ -237,7 +237,7 @@ def test_job_survives_a_killed_ssh_connection(machine, tmp_path):
     src.mkdir()
     (src / "tick.sh").write_text("for i in $(seq 1 25); do echo tick $i; sleep 0.1; done; echo finished > done.txt\n")
     # The submit waits for the setup in the very session that started the job; cut it there.
-    submit = subprocess.Popen([KCLOUD, "job", "submit", "--dir", str(src), "--setup", "sleep 2",
+    submit = subprocess.Popen([KCLOUD, "job", "submit", "--dir", str(src), "--setup", "sleep 5",
                                "--artifacts", "done.txt", "--", "bash tick.sh"], cwd=m.root, env=m.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     sshd = m.instances()[0]["ssh"]["pid"]
@@ -245,13 +245,16 @@ def test_job_survives_a_killed_ssh_connection(machine, tmp_path):
     def waiting_for_setup():          # started (its pid is recorded), the submit still waiting
         for f in (m.root / ".kcloud" / "jobs").glob("*.json"):
             rec = json.loads(f.read_text())
-            if rec["setup"] == "sleep 2" and rec["state"] == "submitting" and rec["nodes"][0].get("pid"):
+            if rec["setup"] == "sleep 5" and rec["state"] == "submitting" and rec["nodes"][0].get("pid"):
                 return True
         return False
     assert wait_for(waiting_for_setup, timeout=30)
     assert sessions_of(sshd)
     for pid in sessions_of(sshd):                 # the server side of every connection: gone
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass                                  # a short-lived child that just ended
     out, err = submit.communicate(timeout=60)
     assert "Traceback" not in out + err
     job_id = out.strip().splitlines()[-1]
