@@ -303,7 +303,9 @@ def terminate_verified(provider, instance_id: str, note, sleep=time.sleep, windo
             except errors.NotFound:
                 accepted = True
             except (errors.TransientError, errors.RateLimited, errors.InvalidRequest):
-                pass
+                # Refused (e.g. DataCrunch: its OS volume is already gone because someone else
+                # terminated it first): what counts is whether it is going, so read it anyway.
+                accepted = _going(provider, instance_id)
         if accepted:
             try:
                 inst = provider.instance(instance_id)
@@ -321,6 +323,15 @@ def terminate_verified(provider, instance_id: str, note, sleep=time.sleep, windo
             return False
         sleep(min(pause, left))
         pause = min(pause * 2, 8.0)
+
+
+def _going(provider, instance_id: str) -> bool:
+    try:
+        return provider.instance(instance_id).state in (TERMINATING, TERMINATED)
+    except errors.NotFound:
+        return True
+    except (errors.TransientError, errors.RateLimited):
+        return False
 
 
 def _short(exc: Exception) -> str:
