@@ -248,3 +248,14 @@ def test_ssh_keys_add_private_key_is_one_line_from_the_real_command(emulator, ke
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "private key" in proc.stderr and "Traceback" not in proc.stderr
     assert requests_made(emulator) == []
+
+
+@pytest.mark.parametrize("raw, kept", [
+    ("/lambda/nfs/shared", True), ("/home/ubuntu/shared-fs", True), ("/data/x", True),
+    ("/lambda/nfs/{{ lookup('pipe', 'touch /tmp/pwned') }}", False), ("/etc/passwd", False),
+    ("/home/u\nx", False), (None, False), (["/data"], False)])
+def test_a_file_system_mount_point_reaches_ansible_only_in_lambdas_own_shape(raw, kept):
+    # The mount point becomes an Ansible variable (KCLOUD_SHARED_DIR), and Ansible templates
+    # variables: a "{{ ... }}" answered by the API would run on this computer.
+    from kcloud.providers.lambdalabs import _mount_point
+    assert _mount_point(raw) == (raw if kept else "")

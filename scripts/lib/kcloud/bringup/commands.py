@@ -225,7 +225,7 @@ def cmd_bringup(args) -> int:
              (" (included from ~/.ssh/config)" if settings.ssh_config_update else ""))
         try:
             _run_ansible(project, settings, args.ansible_verbosity, nodes=len(hosts),
-                         gpus=_gpus_per_node(launcher, out), shared_dir=launcher.place.mount_point)
+                         gpus=_gpus_per_node(catalogs.get(provider.name), out["instance_type"]), shared_dir=launcher.place.mount_point)
         except KeyboardInterrupt:
             raise errors.KcloudError(
                 f"interrupted while preparing {settings.host_name}: it is running and billed "
@@ -348,8 +348,6 @@ def _catalogs(clouds: dict) -> dict:
         with ThreadPoolExecutor(len(clouds)) as pool:
             futures = {name: pool.submit(prov.catalog) for name, prov in clouds.items()}
             cats = {name: f.result() for name, f in futures.items()}
-    for name, prov in clouds.items():
-        prov.catalog_cache = cats[name]          # GPUs per node for the cluster environment
     return cats
 
 
@@ -391,12 +389,9 @@ def storage_leftover(kind: str, item_id: str, name: str = ""):
     return Leftover(kind, item_id, name)
 
 
-def _gpus_per_node(launcher, out) -> int:
-    try:
-        t = launcher.provider.catalog_cache.types.get(out["instance_type"])   # set by _catalogs
-        return max(1, int(t.gpu_count)) if t else 1
-    except AttributeError:
-        return 1
+def _gpus_per_node(catalog, instance_type: str) -> int:
+    t = catalog.types.get(instance_type) if catalog is not None else None
+    return max(1, int(t.gpu_count)) if t else 1
 
 
 def _stale(settings, plan, catalogs: dict, clouds: dict, running: dict) -> list:
@@ -688,8 +683,7 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
         _say(f"{provider.title}: terminating {len(mine)} instance(s): "
              + ", ".join(f"{i.name} ({i.id})" for i in mine) + (" (keeping their OS volumes)" if keep else ""))
         for inst in mine:
-            if not terminate_verified(provider, inst.id, journal.record, keep_boot_volume=keep) and \
-                    not _gone_now(provider, inst.id):
+            if not terminate_verified(provider, inst.id, journal.record, keep_boot_volume=keep):
                 standing.append(f"{provider.name} instance {inst.id}")
         if not standing:
             _wait_gone(provider, [i.id for i in mine])
@@ -707,7 +701,7 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
             _say(f"{provider.title}: removed {item.kind} {item.name or item.id} ({item.detail})")
         except errors.KcloudError as exc:
             standing.append(f"{provider.name} {item.kind} {item.id} ({exc})")
-    for sid, name in storage.scripts_of(events, provider.name).items():
+    for sid, name in storage.scripts_of(events, provider).items():
         try:
             provider.remove_leftover(storage_leftover("script", sid, name))
             _say(f"{provider.title}: removed startup script {name} ({sid})")
@@ -724,16 +718,6 @@ def _destroy_provider(project: Project, provider, settings, events: list[dict]) 
         if sshkeys.remove(provider, key_name):
             _say(f"{provider.title}: removed SSH key {key_name}")
     return standing
-
-
-def _gone_now(provider, instance_id: str) -> bool:
-    """One last read after the terminate window: terminating or gone counts as done."""
-    try:
-        return provider.instance(instance_id).state in (TERMINATING, TERMINATED)
-    except errors.NotFound:
-        return True
-    except errors.ApiError:
-        return False
 
 
 def _safe_storage(provider) -> list:

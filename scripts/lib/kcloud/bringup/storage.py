@@ -163,10 +163,21 @@ def startup_script(project, provider, text: str, journal) -> str:
     return sid or ""
 
 
-def scripts_of(events: list[dict], provider_name: str) -> dict[str, str]:
-    """{script id: name} this directory created on `provider` (journal proof)."""
-    return {e["id"]: e.get("name", "") for e in events
-            if e.get("event") == "script" and e.get("provider") == provider_name and isinstance(e.get("id"), str)}
+def scripts_of(events: list[dict], provider) -> dict[str, str]:
+    """{script id: name} this directory created on `provider`: journalled ids, and -- when a
+    create's answer was lost -- scripts bearing the name a journalled create used (its name
+    carries our directory id: two proofs)."""
+    found = {e["id"]: e.get("name", "") for e in events
+             if e.get("event") == "script" and e.get("provider") == provider.name and isinstance(e.get("id"), str)}
+    asked = {e["name"] for e in events if e.get("event") == "script-create" and e.get("provider") == provider.name
+             and isinstance(e.get("name"), str)}
+    listing = getattr(provider, "scripts", None)
+    if asked - set(found.values()) and listing is not None:
+        try:
+            found.update({x["id"]: x["name"] for x in listing() if x["name"] in asked})
+        except errors.ApiError:
+            pass
+    return found
 
 
 # -- kept OS volumes: kdevops' cache file ----------------------------------------------------

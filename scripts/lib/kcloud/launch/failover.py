@@ -303,35 +303,25 @@ def terminate_verified(provider, instance_id: str, note, sleep=time.sleep, windo
             except errors.NotFound:
                 accepted = True
             except (errors.TransientError, errors.RateLimited, errors.InvalidRequest):
-                # Refused (e.g. DataCrunch: its OS volume is already gone because someone else
-                # terminated it first): what counts is whether it is going, so read it anyway.
-                accepted = _going(provider, instance_id)
-        if accepted:
-            try:
-                inst = provider.instance(instance_id)
-                if inst.state in (TERMINATING, TERMINATED):
-                    note({"event": "terminated", "provider": provider.name, "id": instance_id})
-                    return True
-                accepted = False      # still standing: ask again after the pause
-            except errors.NotFound:
+                pass
+        # Read it even when the terminate was refused (e.g. DataCrunch: its OS volume is already
+        # gone because another terminate came first): what counts is whether it is going.
+        try:
+            inst = provider.instance(instance_id)
+            if inst.state in (TERMINATING, TERMINATED):
                 note({"event": "terminated", "provider": provider.name, "id": instance_id})
                 return True
-            except (errors.TransientError, errors.RateLimited):
-                pass
+            accepted = False      # still standing: ask again after the pause
+        except errors.NotFound:
+            note({"event": "terminated", "provider": provider.name, "id": instance_id})
+            return True
+        except (errors.TransientError, errors.RateLimited):
+            pass
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         sleep(min(pause, left))
         pause = min(pause * 2, 8.0)
-
-
-def _going(provider, instance_id: str) -> bool:
-    try:
-        return provider.instance(instance_id).state in (TERMINATING, TERMINATED)
-    except errors.NotFound:
-        return True
-    except (errors.TransientError, errors.RateLimited):
-        return False
 
 
 def _short(exc: Exception) -> str:

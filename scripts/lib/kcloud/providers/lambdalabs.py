@@ -202,7 +202,7 @@ class Client(ProviderBase):
             out.append(Storage("file system", check_id(self.name, f.get("id"), "file system id"),
                                str(f.get("name", "")), str((f.get("region") or {}).get("name", "")), gb,
                                None if gb is None else round(gb * price, 2), bool(f.get("is_in_use")),
-                               ref=str(f.get("name", "")), tags={"mount_point": str(f.get("mount_point", ""))}))
+                               ref=str(f.get("name", "")), tags={"mount_point": _mount_point(f.get("mount_point"))}))
         return out
 
     def create_shared_storage(self, name: str, region: str, size_gb: int, tags: dict) -> Storage:
@@ -210,13 +210,22 @@ class Client(ProviderBase):
         if not isinstance(f, dict):
             raise errors.TransientError("lambdalabs: malformed answer to POST /filesystems", provider=self.name)
         return Storage("file system", check_id(self.name, f.get("id"), "file system id"), name, region, 0.0, 0.0,
-                       False, ref=name, tags={"mount_point": str(f.get("mount_point", ""))})
+                       False, ref=name, tags={"mount_point": _mount_point(f.get("mount_point"))})
 
     def delete_storage(self, storage: Storage) -> None:
         try:
             self.api.call("DELETE", f"/filesystems/{check_id(self.name, storage.id, 'file system id')}")
         except errors.NotFound:
             pass
+
+
+# Lambda's own rule for mount points (contract 1.2). The value reaches Ansible as a variable,
+# which Ansible templates: anything else (a "{{ lookup(...) }}") is dropped, never used.
+_MOUNT_POINT = re.compile(r"^(/home|/lambda/nfs|/data)[/a-zA-Z0-9-]{0,240}$")
+
+
+def _mount_point(raw) -> str:
+    return raw if isinstance(raw, str) and _MOUNT_POINT.match(raw) else ""
 
 
 def _tags(raw) -> dict:

@@ -468,6 +468,10 @@ class InstanceResource(_Base):
         try:
             client = self.p.client()
             members = current.get("members") or [{"name": name, "id": current["id"]}]
+            if want == 1 and len(members) > 1:
+                # One node keeps its own name only as a fresh launch: refuse before terminating anything.
+                raise errors.ConfigError("shrinking a cluster to one node renames it",
+                                         hint="make destroy, then make bringup")
             keep = cluster.node_names(name, want)
             for m in [m for m in members if m["name"] not in keep]:
                 self.p.progress(f"{m['name']} ({m['id']}): terminating (the set now has {want} nodes)")
@@ -479,10 +483,6 @@ class InstanceResource(_Base):
             events = self.p.journal.events() if self.p.journal is not None else []
             owner = Owner.from_events(events, planned.get("owner") or None, {key.id, key.name})
             cell = [Candidate(current["instance_type"], current["region"], "", float(current["price_per_hour"] or 0))]
-            if want == 1 and len(members) > 1:
-                # One node keeps its own name only as a fresh launch; keep the first node instead.
-                raise errors.ConfigError("shrinking a cluster to one node renames it",
-                                         hint="make destroy, then make bringup")
             with CREATES, inflight_launching():
                 result = self._walk(client, cell, planned, key, owner)
         except BaseException as exc:
